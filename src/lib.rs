@@ -1,0 +1,1 @@
+//! Tests and examples for gather.
