@@ -1,1 +1,294 @@
-//! Tests and examples for gather.
+//! Test support for the behaviour tests of `gather`.
+//!
+//! Two tools, both free of any runtime so that tests can use them under tokio, under
+//! `futures::executor` or with hand-made polls:
+//!
+//! - [`Journal`] and its [`Probe`]s: a probe wraps a future and writes to the shared journal,
+//!   in order, each time the future is polled, when it finishes, and when it is dropped before
+//!   finishing. Tests read the journal to see who ran, who was cancelled, and in what order.
+//! - [`Gate`]: a future that stays pending until the test opens it, so that a test decides
+//!   exactly when a branch may go on and poll counts are exact.
+//!
+//! ```
+//! use gather_tests::{Gate, Journal, poll_once};
+//! use std::pin::pin;
+//!
+//! let journal = Journal::new();
+//! let gate = Gate::new();
+//! let mut fut = pin!(journal.probe("a", gate.wait()));
+//! assert!(poll_once(fut.as_mut()).is_pending());
+//! gate.open();
+//! assert!(poll_once(fut.as_mut()).is_ready());
+//! assert_eq!(journal.polls("a"), 2);
+//! assert_eq!(journal.story(), ["a finished"]);
+//! ```
+
+#![warn(missing_docs)]
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+/// What a probe (or the test itself, with [`Journal::mark`]) saw happen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Event {
+    /// The probed future was about to be polled.
+    Polled,
+    /// The probed future returned `Poll::Ready`.
+    Finished,
+    /// The probe was dropped before its future finished: it was cancelled.
+    Dropped,
+    /// A point the test marked with [`Journal::mark`], such as "returned".
+    Mark,
+}
+
+/// One line of a [`Journal`]: who, what, and when if the journal has a clock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// The probe's name, or the mark's text.
+    pub who: String,
+    /// What happened.
+    pub event: Event,
+    /// The journal's clock at that moment, if it has one.
+    pub at: Option<Duration>,
+}
+
+impl fmt::Display for Entry {
+    /// `"a finished"`, `"b dropped at 500ms"`, `"returned at 1.5s"`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.who)?;
+        match self.event {
+            Event::Polled => f.write_str(" polled")?,
+            Event::Finished => f.write_str(" finished")?,
+            Event::Dropped => f.write_str(" dropped")?,
+            Event::Mark => {}
+        }
+        match self.at {
+            Some(at) => write!(f, " at {at:?}"),
+            None => Ok(()),
+        }
+    }
+}
+
+type Clock = Box<dyn Fn() -> Duration + Send>;
+
+#[derive(Default)]
+struct Inner {
+    clock: Option<Clock>,
+    entries: Vec<Entry>,
+}
+
+/// A shared, ordered record of what [`Probe`]s saw. Cloning gives another handle to the same
+/// record.
+#[derive(Clone, Default)]
+pub struct Journal {
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl fmt::Debug for Journal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.lock().entries.iter()).finish()
+    }
+}
+
+impl Journal {
+    /// An empty journal without a clock: entries record order only.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// An empty journal that stamps every entry with `clock()`, for instance
+    /// `move || start.elapsed()` over a `tokio::time::Instant` under paused time.
+    pub fn with_clock(clock: impl Fn() -> Duration + Send + 'static) -> Self {
+        let journal = Self::new();
+        journal.lock().clock = Some(Box::new(clock));
+        journal
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panicking branch must not hide what the journal saw before the panic.
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn record(&self, who: &str, event: Event) {
+        let mut inner = self.lock();
+        let at = inner.clock.as_ref().map(|clock| clock());
+        inner.entries.push(Entry {
+            who: who.to_owned(),
+            event,
+            at,
+        });
+    }
+
+    /// Wraps `fut` in a probe named `who` that writes to this journal.
+    pub fn probe<F: Future>(&self, who: impl Into<String>, fut: F) -> Probe<F> {
+        Probe {
+            fut: Box::pin(fut),
+            who: who.into(),
+            journal: self.clone(),
+            finished: false,
+        }
+    }
+
+    /// Writes a mark of the test's own, such as `"returned"` right after a gather returns.
+    pub fn mark(&self, what: &str) {
+        self.record(what, Event::Mark);
+    }
+
+    /// Every entry so far, in order.
+    pub fn entries(&self) -> Vec<Entry> {
+        self.lock().entries.clone()
+    }
+
+    /// Every entry but the polls, as text (see [`Entry`]'s `Display`): the story of who
+    /// finished, who was dropped, and the test's marks, in order.
+    pub fn story(&self) -> Vec<String> {
+        let inner = self.lock();
+        let entries = inner.entries.iter();
+        entries
+            .filter(|e| e.event != Event::Polled)
+            .map(Entry::to_string)
+            .collect()
+    }
+
+    fn count(&self, who: &str, event: Event) -> usize {
+        let inner = self.lock();
+        let entries = inner.entries.iter();
+        entries.filter(|e| e.who == who && e.event == event).count()
+    }
+
+    /// How many times the probe `who` has been polled.
+    pub fn polls(&self, who: &str) -> usize {
+        self.count(who, Event::Polled)
+    }
+
+    /// Whether the probe `who` has finished.
+    pub fn finished(&self, who: &str) -> bool {
+        self.count(who, Event::Finished) > 0
+    }
+
+    /// Whether the probe `who` has been dropped before it finished.
+    pub fn dropped(&self, who: &str) -> bool {
+        self.count(who, Event::Dropped) > 0
+    }
+}
+
+/// A future that writes to a [`Journal`] when it is polled, finishes, or is dropped
+/// unfinished. Made by [`Journal::probe`]; it is `Send` when the future it wraps is.
+#[must_use = "a probe does nothing unless polled"]
+pub struct Probe<F> {
+    fut: Pin<Box<F>>,
+    who: String,
+    journal: Journal,
+    finished: bool,
+}
+
+impl<F> fmt::Debug for Probe<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Probe")
+            .field("who", &self.who)
+            .field("finished", &self.finished)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F: Future> Future for Probe<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        assert!(
+            !self.finished,
+            "probe `{}` polled after it finished",
+            self.who
+        );
+        self.journal.record(&self.who, Event::Polled);
+        let out = self.fut.as_mut().poll(cx);
+        if out.is_ready() {
+            self.finished = true;
+            self.journal.record(&self.who, Event::Finished);
+        }
+        out
+    }
+}
+
+impl<F> Drop for Probe<F> {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.journal.record(&self.who, Event::Dropped);
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct GateState {
+    open: bool,
+    wakers: Vec<Waker>,
+}
+
+/// A gate the test opens by hand. [`wait`](Gate::wait) futures stay pending until
+/// [`open`](Gate::open), which wakes every waiter. Cloning gives another handle to the same gate.
+#[derive(Debug, Clone, Default)]
+pub struct Gate {
+    state: Arc<Mutex<GateState>>,
+}
+
+impl Gate {
+    /// A closed gate.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, GateState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Opens the gate and wakes everything waiting on it.
+    pub fn open(&self) {
+        let wakers = {
+            let mut state = self.lock();
+            state.open = true;
+            std::mem::take(&mut state.wakers)
+        };
+        wakers.into_iter().for_each(Waker::wake);
+    }
+
+    /// Whether the gate is open.
+    pub fn is_open(&self) -> bool {
+        self.lock().open
+    }
+
+    /// A future that finishes once the gate is open.
+    pub fn wait(&self) -> Wait {
+        Wait { gate: self.clone() }
+    }
+}
+
+/// The future of [`Gate::wait`]: pending until the gate is open.
+#[derive(Debug)]
+#[must_use = "a gate's wait does nothing unless polled"]
+pub struct Wait {
+    gate: Gate,
+}
+
+impl Future for Wait {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut state = self.gate.lock();
+        if state.open {
+            return Poll::Ready(());
+        }
+        if !state.wakers.iter().any(|w| w.will_wake(cx.waker())) {
+            state.wakers.push(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+}
+
+/// Polls `fut` once with a waker that does nothing: the test polls again by hand.
+pub fn poll_once<F: Future + ?Sized>(fut: Pin<&mut F>) -> Poll<F::Output> {
+    fut.poll(&mut Context::from_waker(Waker::noop()))
+}

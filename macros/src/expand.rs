@@ -72,7 +72,7 @@ fn fixed(gather: &Gather, branches: &[Branch]) -> TokenStream {
                 .zip(indices.clone())
                 .map(|((b, slot), i)| {
                     quote_spanned! {b.span=>
-                        if (#slot).poll_cancel(#cx, &mut #pass, #i) {
+                        if (#slot).poll_cancel(#cx, (#pass).by_ref(), #i) {
                             break #label;
                         }
                     }
@@ -101,7 +101,7 @@ fn fixed(gather: &Gather, branches: &[Branch]) -> TokenStream {
                 .zip(indices)
                 .map(|((b, slot), i)| {
                     quote_spanned! {b.span=>
-                        (#slot).poll_finish(#cx, &mut #pass, #i);
+                        (#slot).poll_finish(#cx, (#pass).by_ref(), #i);
                     }
                 });
             quote! {
@@ -117,6 +117,7 @@ fn fixed(gather: &Gather, branches: &[Branch]) -> TokenStream {
         }
         Policy::Settle => {
             let steps = branches.iter().zip(slots).map(|(b, slot)| {
+                let pass = at(pass, b);
                 quote_spanned! {b.span=>
                     (#slot).poll_settle(#cx, &mut #pass);
                 }
@@ -137,7 +138,7 @@ fn fixed(gather: &Gather, branches: &[Branch]) -> TokenStream {
         {
             #(#slot_lets)*
             let #names: &'static [&'static str] = &[ #(#name_lits),* ];
-            let mut #pass = #k::__private::Pass::new();
+            let mut #pass = #k::__private::BranchErrors::new();
             ::core::future::poll_fn(|#cx: &mut ::core::task::Context<'_>| {
                 #pass.begin();
                 #body
@@ -145,4 +146,10 @@ fn fixed(gather: &Gather, branches: &[Branch]) -> TokenStream {
             .await
         }
     }
+}
+
+/// `ident`, resolved as before but reported at `branch`: a type error in an argument made of
+/// it then lands under the branch rather than on the whole `gather!` call.
+fn at(ident: &Ident, branch: &Branch) -> Ident {
+    Ident::new(&ident.to_string(), ident.span().located_at(branch.span))
 }

@@ -18,9 +18,20 @@ use proc_macro::TokenStream;
 #[doc(hidden)]
 #[proc_macro]
 pub fn gather_impl(input: TokenStream) -> TokenStream {
-    syn::parse2::<ast::Input>(input.into())
+    gather(input.into()).into()
+}
+
+/// Parse, check, expand; every error becomes a `compile_error!` at the tokens at fault.
+fn gather(input: proc_macro2::TokenStream) -> proc_macro2::TokenStream {
+    syn::parse2::<ast::Input>(input)
         .and_then(valid::check)
         .map(expand::expand)
-        .unwrap_or_else(syn::Error::into_compile_error)
-        .into()
+        .unwrap_or_else(|errors| {
+            // Several `compile_error!`s in expression position need a block around them.
+            let errors = errors.into_compile_error();
+            quote::quote!({ #errors })
+        })
 }
+
+#[cfg(test)]
+mod tests;

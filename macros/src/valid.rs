@@ -76,13 +76,11 @@ pub(crate) fn check(input: Input) -> syn::Result<Gather> {
             errors.push(key.span(), format!("unknown option `{name}`: {hint}"));
             continue;
         }
-        if let Some(first) = seen.iter().find(|k| **k == key) {
-            let mut error = syn::Error::new(key.span(), format!("`{name}` is given twice"));
-            error.combine(syn::Error::new(
-                first.span(),
-                format!("`{name}` is first given here"),
-            ));
-            errors.push_error(error);
+        if seen.contains(&key) {
+            errors.push(
+                key.span(),
+                format!("`{name}` is given twice: give each option once"),
+            );
             continue;
         }
         seen.push(key);

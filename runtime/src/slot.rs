@@ -65,22 +65,30 @@ impl<T, E> BranchResult for Result<T, E> {
 /// each pass over the branches), the failure that ends a `cancel` gather, the failures of a
 /// `finish` gather.
 #[derive(Debug)]
-pub struct Pass<E> {
+pub struct BranchErrors<E> {
     pending: bool,
     failure: Option<(usize, E)>,
     errors: Vec<(usize, E)>,
 }
 
-impl<E> Pass<E> {
+impl<E> BranchErrors<E> {
     /// An empty record, before the first poll.
     #[inline]
     #[allow(clippy::new_without_default)]
     pub fn new() -> Self {
-        Pass {
+        BranchErrors {
             pending: false,
             failure: None,
             errors: Vec::new(),
         }
+    }
+
+    /// The record itself. `gather!` passes `(record).by_ref()` to each branch's poll: an
+    /// expression whose tokens all carry the branch's span, so that an error type that differs
+    /// is reported under that branch.
+    #[inline]
+    pub fn by_ref(&mut self) -> &mut Self {
+        self
     }
 
     /// Starts a pass over the branches.
@@ -116,6 +124,27 @@ impl<E> Pass<E> {
     }
 }
 
+/// Every branch of one gather shares one error type: a branch's error type `E` must be the one
+/// the gather's `BranchErrors` holds. A trait rather than plain type equality, so that a
+/// mismatch is reported under the branch, with words a user can act on.
+#[diagnostic::on_unimplemented(
+    message = "the branches of a `gather!` must share one error type, but this branch fails with `{E}`",
+    label = "this branch's error type differs from the other branches'",
+    note = "the other branches fail with the error type inside `{Self}`",
+    note = "convert the errors to one type inside the branches, e.g. `async {{ read().await.map_err(MyError::from) }}`"
+)]
+pub trait SameError<E> {
+    /// The record of a gather whose branches fail with `E`.
+    fn errors(&mut self) -> &mut BranchErrors<E>;
+}
+
+impl<E> SameError<E> for BranchErrors<E> {
+    #[inline]
+    fn errors(&mut self) -> &mut BranchErrors<E> {
+        self
+    }
+}
+
 /// `cancel`: the error for a failure at `index`.
 pub fn failed<E>(
     index: usize,
@@ -130,10 +159,13 @@ pub fn failed<E>(
     }
 }
 
-impl<F: Future, O> Slot<'_, F, O> {
+impl<F, O> Slot<'_, F, O> {
     /// Polls the branch unless it has ended. `Some(output)` the one time it finishes.
     #[inline]
-    fn poll_fut(&mut self, cx: &mut Context<'_>) -> Poll<Option<F::Output>> {
+    fn poll_fut(&mut self, cx: &mut Context<'_>) -> Poll<Option<F::Output>>
+    where
+        F: Future,
+    {
         let Some(fut) = self.fut.as_mut().as_pin_mut() else {
             return Poll::Ready(None);
         };
@@ -148,7 +180,7 @@ impl<F: Future, O> Slot<'_, F, O> {
 
     /// `settle`: polls the branch and keeps its output.
     #[inline]
-    pub fn poll_settle(&mut self, cx: &mut Context<'_>, pass: &mut Pass<Infallible>)
+    pub fn poll_settle(&mut self, cx: &mut Context<'_>, pass: &mut BranchErrors<Infallible>)
     where
         F: Future<Output = O>,
     {
@@ -162,49 +194,46 @@ impl<F: Future, O> Slot<'_, F, O> {
     /// `cancel`: polls the branch and keeps its success value. On an error, records it and
     /// returns `true`, so that no later branch is polled in this pass.
     #[inline]
-    pub fn poll_cancel(
-        &mut self,
-        cx: &mut Context<'_>,
-        pass: &mut Pass<<F::Output as BranchResult>::Err>,
-        index: usize,
-    ) -> bool
+    pub fn poll_cancel<E, P>(&mut self, cx: &mut Context<'_>, pass: &mut P, index: usize) -> bool
     where
-        F::Output: BranchResult<Ok = O>,
+        F: Future,
+        F::Output: BranchResult<Ok = O, Err = E>,
+        P: SameError<E>,
     {
         match self.poll_fut(cx) {
             Poll::Ready(Some(out)) => match out.into_result() {
                 Ok(value) => self.out = Some(value),
                 Err(error) => {
-                    pass.failure = Some((index, error));
+                    pass.errors().failure = Some((index, error));
                     return true;
                 }
             },
             Poll::Ready(None) => {}
-            Poll::Pending => pass.pending = true,
+            Poll::Pending => pass.errors().pending = true,
         }
         false
     }
 
     /// `finish`: polls the branch; keeps its success value, or records its error.
     #[inline]
-    pub fn poll_finish(
-        &mut self,
-        cx: &mut Context<'_>,
-        pass: &mut Pass<<F::Output as BranchResult>::Err>,
-        index: usize,
-    ) where
-        F::Output: BranchResult<Ok = O>,
+    pub fn poll_finish<E, P>(&mut self, cx: &mut Context<'_>, pass: &mut P, index: usize)
+    where
+        F: Future,
+        F::Output: BranchResult<Ok = O, Err = E>,
+        P: SameError<E>,
     {
         match self.poll_fut(cx) {
             Poll::Ready(Some(out)) => match out.into_result() {
                 Ok(value) => self.out = Some(value),
-                Err(error) => pass.errors.push((index, error)),
+                Err(error) => pass.errors().errors.push((index, error)),
             },
             Poll::Ready(None) => {}
-            Poll::Pending => pass.pending = true,
+            Poll::Pending => pass.errors().pending = true,
         }
     }
+}
 
+impl<F, O> Slot<'_, F, O> {
     /// Drops the branch future if it is still running, and names it in `cancelled` if so.
     #[inline]
     pub fn cancel(&mut self, index: usize, names: &[&'static str], cancelled: &mut Vec<Branch>) {
