@@ -30,6 +30,8 @@ const POLICY_LIST: &str = "`cancel`, `finish`, `settle`, `race` or `race_ok`";
 pub(crate) struct Gather {
     pub krate: TokenStream,
     pub policy: Policy,
+    pub timeout: Option<Expr>,
+    pub limit: Option<Expr>,
     pub branches: Branches,
 }
 
@@ -61,6 +63,8 @@ impl Errors {
 pub(crate) fn check(input: Input) -> syn::Result<Gather> {
     let mut errors = Errors::default();
     let mut policy = None;
+    let mut timeout = None;
+    let mut limit = None;
     let mut seen: Vec<&Ident> = Vec::new();
     // Features that later versions bring; reported only when nothing else is wrong, so that
     // a mistake in how they are written is not hidden behind "not available".
@@ -112,15 +116,6 @@ pub(crate) fn check(input: Input) -> syn::Result<Gather> {
                 );
             }
             ("policy", OptValue::Expr(_, expr)) => match check_policy(expr) {
-                Ok(Policy::Race) | Ok(Policy::RaceOk) => {
-                    unavailable.push_spanned(
-                        expr,
-                        format!(
-                            "`policy = {}` is not available yet in this version of gather",
-                            expr.to_token_stream()
-                        ),
-                    );
-                }
                 Ok(p) => policy = Some(p),
                 Err(error) => errors.push_error(error),
             },
@@ -130,19 +125,10 @@ pub(crate) fn check(input: Input) -> syn::Result<Gather> {
                         expr,
                         "`limit` must be at least 1: with a limit of 0 no branch could start",
                     );
-                } else {
-                    unavailable.push(
-                        key.span(),
-                        "`limit` is not available yet in this version of gather",
-                    );
                 }
+                limit = Some((**expr).clone());
             }
-            (_, OptValue::Expr(..)) => {
-                unavailable.push(
-                    key.span(),
-                    format!("`{name}` is not available yet in this version of gather"),
-                );
-            }
+            (_, OptValue::Expr(_, expr)) => timeout = Some((**expr).clone()),
         }
     }
 
@@ -159,10 +145,7 @@ pub(crate) fn check(input: Input) -> syn::Result<Gather> {
                 labels.push(label);
             }
         }
-        Branches::Dynamic(dynamic) => unavailable.push(
-            dynamic.for_token.span,
-            "the dynamic form `for PAT in ITER => FUTURE` is not available yet in this version of gather",
-        ),
+        Branches::Dynamic(_) => {}
     }
 
     errors.finish()?;
@@ -170,6 +153,8 @@ pub(crate) fn check(input: Input) -> syn::Result<Gather> {
     Ok(Gather {
         krate: input.krate,
         policy: policy.unwrap_or(Policy::Cancel),
+        timeout,
+        limit,
         branches: input.branches,
     })
 }

@@ -162,6 +162,7 @@
 
 #![deny(missing_docs)]
 
+mod dynamic;
 mod error;
 mod slot;
 
@@ -196,7 +197,38 @@ macro_rules! gather {
 /// Not public API: what the code `gather!` expands to needs.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::slot::{BranchErrors, BranchResult, SameError, Slot, failed};
+    pub use crate::dynamic::{Cancel, Engine, Finish, Race, RaceOk, Settle};
+    pub use crate::slot::{BranchResult, Record, SameError, Slot, failed, timed_out};
+    pub use core::convert::Infallible;
     pub use gather_macros::gather_impl;
     pub use std::vec::Vec;
+
+    /// The `limit` option's value, checked once when the gather starts.
+    #[track_caller]
+    #[inline]
+    pub fn limit(limit: usize) -> usize {
+        assert!(
+            limit > 0,
+            "gather!: `limit` must be at least 1, but it is 0: no branch could ever start"
+        );
+        limit
+    }
+
+    /// The `timeout` option's deadline, set when the gather starts.
+    #[track_caller]
+    #[inline]
+    pub fn deadline(timeout: core::time::Duration) -> tokio::time::Sleep {
+        tokio::time::sleep(timeout)
+    }
+
+    /// A dynamic-form branch of `cancel`, `finish` or `race_ok`: checks, at the branch, that
+    /// its output is a `Result`.
+    #[inline]
+    pub fn result_branch<F>(fut: F) -> F
+    where
+        F: core::future::Future,
+        F::Output: BranchResult,
+    {
+        fut
+    }
 }

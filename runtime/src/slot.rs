@@ -1,22 +1,21 @@
-//! One branch of a fixed-form gather, polled in place.
+//! One branch of a fixed-form gather, polled in place, and the record the branches share.
 //!
 //! The branch future is pinned in the caller's frame as an `Option<F>`: `Pin::as_pin_mut`
 //! projects to the future without `unsafe`, and `Pin::set(None)` drops it in place, which is
 //! how a cancelled branch stops the moment its gather decides so.
 
+use core::convert::Infallible;
 use core::future::Future;
 use core::pin::Pin;
 use core::task::{Context, Poll};
-
-use core::convert::Infallible;
 
 use crate::error::{Branch, Error};
 
 /// A branch's future, then what the gather keeps of its output. Built by `gather!` with a
 /// struct literal, so that the `pin!` inside it lives as long as the gather's block.
 ///
-/// `O` is what is kept: the whole output under `settle` and `finish`, the success value under
-/// `cancel` (the error leaves the slot the moment it is seen).
+/// `O` is what is kept: the whole output under `settle` and `race`, the success value under
+/// `cancel`, `finish` and `race_ok` (an error goes to the [`Record`] the moment it is seen).
 #[must_use = "a gather branch does nothing unless polled"]
 pub struct Slot<'a, F, O> {
     /// The branch future while it runs; `None` once it has finished or been cancelled.
@@ -36,11 +35,11 @@ impl<F, O> core::fmt::Debug for Slot<'_, F, O> {
     }
 }
 
-/// The output a `cancel` or `finish` branch must have: a `Result`.
+/// The output a `cancel`, `finish` or `race_ok` branch must have: a `Result`.
 #[diagnostic::on_unimplemented(
     message = "a `gather!` branch under this policy must output a `Result`, but this one outputs `{Self}`",
     label = "this branch's output is not a `Result`",
-    note = "`policy = cancel` and `policy = finish` need `Result<T, E>` to tell success from failure",
+    note = "`policy = cancel`, `finish` and `race_ok` need `Result<T, E>` to tell success from failure",
     note = "to collect outputs of any type, use `gather!(policy = settle; ...)`"
 )]
 pub trait BranchResult {
@@ -61,25 +60,36 @@ impl<T, E> BranchResult for Result<T, E> {
     }
 }
 
-/// What the polls of a gather found so far: whether a branch is still running (reset before
-/// each pass over the branches), the failure that ends a `cancel` gather, the failures of a
-/// `finish` gather.
+/// What the polls of a fixed-form gather found so far, shared by its branches: which branches
+/// may run under `limit`, whether one is still running (reset before each pass over the
+/// branches), the failure that ends a `cancel` gather, the failures of `finish` and
+/// `race_ok`, the winner of a race.
 #[derive(Debug)]
-pub struct BranchErrors<E> {
+pub struct Record<E> {
     pending: bool,
     failure: Option<(usize, E)>,
     errors: Vec<(usize, E)>,
+    winner: Option<usize>,
+    limit: usize,
+    /// Branches start in order: those below `started` have started.
+    started: usize,
+    running: usize,
 }
 
-impl<E> BranchErrors<E> {
-    /// An empty record, before the first poll.
+impl<E> Record<E> {
+    /// An empty record for a gather of `branches` branches that runs at most `limit` at once
+    /// (`usize::MAX` without the option). The first `limit` branches start with the gather.
     #[inline]
-    #[allow(clippy::new_without_default)]
-    pub fn new() -> Self {
-        BranchErrors {
+    pub fn new(limit: usize, branches: usize) -> Self {
+        let started = limit.min(branches);
+        Record {
             pending: false,
             failure: None,
             errors: Vec::new(),
+            winner: None,
+            limit,
+            started,
+            running: started,
         }
     }
 
@@ -97,7 +107,7 @@ impl<E> BranchErrors<E> {
         self.pending = false;
     }
 
-    /// Whether a branch polled in this pass is still running.
+    /// Whether a branch is still running, or waiting for its turn under `limit`.
     #[inline]
     pub fn pending(&self) -> bool {
         self.pending
@@ -109,23 +119,58 @@ impl<E> BranchErrors<E> {
         self.failure.take()
     }
 
-    /// `finish`: every failure, in branch order, once no branch is running.
-    pub fn take_failures(&mut self, names: &[&'static str]) -> Option<Error<E>> {
+    /// The branch that won a race.
+    #[inline]
+    pub fn winner(&self) -> Option<usize> {
+        self.winner
+    }
+
+    /// Every failure so far, in branch order.
+    pub fn take_failures(&mut self, names: &[&'static str]) -> Error<E> {
+        failures(core::mem::take(&mut self.errors), |index| names[index])
+    }
+
+    /// `finish`: every failure, if there was one, once no branch is running.
+    pub fn failures(&mut self, names: &[&'static str]) -> Option<Error<E>> {
         if self.errors.is_empty() {
-            return None;
+            None
+        } else {
+            Some(self.take_failures(names))
         }
-        let mut errors = core::mem::take(&mut self.errors);
-        errors.sort_by_key(|(index, _)| *index);
-        let errors = errors
-            .into_iter()
-            .map(|(index, error)| (Branch::__new(index, names[index]), error))
-            .collect();
-        Some(Error::Failures { errors })
+    }
+
+    /// Admits the branch at `index` if it has started, or may start now. Branches start in
+    /// order, and a pass visits them in order, so `index == started` for the next to start.
+    #[inline]
+    fn admit(&mut self, index: usize) -> bool {
+        if index < self.started {
+            return true;
+        }
+        if self.running >= self.limit {
+            self.pending = true;
+            return false;
+        }
+        self.started += 1;
+        self.running += 1;
+        true
     }
 }
 
+/// `Error::Failures` from errors in the order they came, each with its branch index.
+pub(crate) fn failures<E>(
+    mut errors: Vec<(usize, E)>,
+    name: impl Fn(usize) -> &'static str,
+) -> Error<E> {
+    errors.sort_by_key(|(index, _)| *index);
+    let errors = errors
+        .into_iter()
+        .map(|(index, error)| (Branch::__new(index, name(index)), error))
+        .collect();
+    Error::Failures { errors }
+}
+
 /// Every branch of one gather shares one error type: a branch's error type `E` must be the one
-/// the gather's `BranchErrors` holds. A trait rather than plain type equality, so that a
+/// the gather's [`Record`] holds. A trait rather than plain type equality, so that a
 /// mismatch is reported under the branch, with words a user can act on.
 #[diagnostic::on_unimplemented(
     message = "the branches of a `gather!` must share one error type, but this branch fails with `{E}`",
@@ -135,12 +180,12 @@ impl<E> BranchErrors<E> {
 )]
 pub trait SameError<E> {
     /// The record of a gather whose branches fail with `E`.
-    fn errors(&mut self) -> &mut BranchErrors<E>;
+    fn record(&mut self) -> &mut Record<E>;
 }
 
-impl<E> SameError<E> for BranchErrors<E> {
+impl<E> SameError<E> for Record<E> {
     #[inline]
-    fn errors(&mut self) -> &mut BranchErrors<E> {
+    fn record(&mut self) -> &mut Record<E> {
         self
     }
 }
@@ -159,96 +204,176 @@ pub fn failed<E>(
     }
 }
 
+/// `timeout`: the error for a deadline that passed with `pending` still running.
+pub fn timed_out<E>(pending: Vec<Branch>) -> Error<E> {
+    Error::TimedOut { pending }
+}
+
 impl<F, O> Slot<'_, F, O> {
-    /// Polls the branch unless it has ended. `Some(output)` the one time it finishes.
+    /// Polls the branch if it is running, or may start under `limit`. `Some(output)` the one
+    /// time it finishes.
     #[inline]
-    fn poll_fut(&mut self, cx: &mut Context<'_>) -> Poll<Option<F::Output>>
+    fn poll_fut<E>(
+        &mut self,
+        cx: &mut Context<'_>,
+        record: &mut Record<E>,
+        index: usize,
+    ) -> Poll<Option<F::Output>>
     where
         F: Future,
     {
         let Some(fut) = self.fut.as_mut().as_pin_mut() else {
             return Poll::Ready(None);
         };
+        if !record.admit(index) {
+            return Poll::Pending;
+        }
         match fut.poll(cx) {
             Poll::Ready(out) => {
                 self.fut.set(None);
+                record.running -= 1;
                 Poll::Ready(Some(out))
             }
-            Poll::Pending => Poll::Pending,
+            Poll::Pending => {
+                record.pending = true;
+                Poll::Pending
+            }
         }
     }
 
     /// `settle`: polls the branch and keeps its output.
     #[inline]
-    pub fn poll_settle(&mut self, cx: &mut Context<'_>, pass: &mut BranchErrors<Infallible>)
+    pub fn poll_settle(
+        &mut self,
+        cx: &mut Context<'_>,
+        record: &mut Record<Infallible>,
+        index: usize,
+    ) where
+        F: Future<Output = O>,
+    {
+        if let Poll::Ready(Some(out)) = self.poll_fut(cx, record, index) {
+            self.out = Some(out);
+        }
+    }
+
+    /// `race`: polls the branch; the first to finish wins. Returns `true` when it won, so that
+    /// no later branch is polled in this pass.
+    #[inline]
+    pub fn poll_race(
+        &mut self,
+        cx: &mut Context<'_>,
+        record: &mut Record<Infallible>,
+        index: usize,
+    ) -> bool
     where
         F: Future<Output = O>,
     {
-        match self.poll_fut(cx) {
-            Poll::Ready(Some(out)) => self.out = Some(out),
-            Poll::Ready(None) => {}
-            Poll::Pending => pass.pending = true,
+        if let Poll::Ready(Some(out)) = self.poll_fut(cx, record, index) {
+            self.out = Some(out);
+            record.winner = Some(index);
+            return true;
         }
+        false
     }
 
     /// `cancel`: polls the branch and keeps its success value. On an error, records it and
     /// returns `true`, so that no later branch is polled in this pass.
     #[inline]
-    pub fn poll_cancel<E, P>(&mut self, cx: &mut Context<'_>, pass: &mut P, index: usize) -> bool
+    pub fn poll_cancel<E, P>(&mut self, cx: &mut Context<'_>, record: &mut P, index: usize) -> bool
     where
         F: Future,
         F::Output: BranchResult<Ok = O, Err = E>,
         P: SameError<E>,
     {
-        match self.poll_fut(cx) {
-            Poll::Ready(Some(out)) => match out.into_result() {
+        let record = record.record();
+        if let Poll::Ready(Some(out)) = self.poll_fut(cx, record, index) {
+            match out.into_result() {
                 Ok(value) => self.out = Some(value),
                 Err(error) => {
-                    pass.errors().failure = Some((index, error));
+                    record.failure = Some((index, error));
                     return true;
                 }
-            },
-            Poll::Ready(None) => {}
-            Poll::Pending => pass.errors().pending = true,
+            }
         }
         false
     }
 
     /// `finish`: polls the branch; keeps its success value, or records its error.
     #[inline]
-    pub fn poll_finish<E, P>(&mut self, cx: &mut Context<'_>, pass: &mut P, index: usize)
+    pub fn poll_finish<E, P>(&mut self, cx: &mut Context<'_>, record: &mut P, index: usize)
     where
         F: Future,
         F::Output: BranchResult<Ok = O, Err = E>,
         P: SameError<E>,
     {
-        match self.poll_fut(cx) {
-            Poll::Ready(Some(out)) => match out.into_result() {
+        let record = record.record();
+        if let Poll::Ready(Some(out)) = self.poll_fut(cx, record, index) {
+            match out.into_result() {
                 Ok(value) => self.out = Some(value),
-                Err(error) => pass.errors().errors.push((index, error)),
-            },
-            Poll::Ready(None) => {}
-            Poll::Pending => pass.errors().pending = true,
+                Err(error) => record.errors.push((index, error)),
+            }
         }
     }
-}
 
-impl<F, O> Slot<'_, F, O> {
-    /// Drops the branch future if it is still running, and names it in `cancelled` if so.
+    /// `race_ok`: polls the branch; the first success wins, an error is recorded. Returns
+    /// `true` when it won, so that no later branch is polled in this pass.
     #[inline]
-    pub fn cancel(&mut self, index: usize, names: &[&'static str], cancelled: &mut Vec<Branch>) {
+    pub fn poll_race_ok<E, P>(&mut self, cx: &mut Context<'_>, record: &mut P, index: usize) -> bool
+    where
+        F: Future,
+        F::Output: BranchResult<Ok = O, Err = E>,
+        P: SameError<E>,
+    {
+        let record = record.record();
+        if let Poll::Ready(Some(out)) = self.poll_fut(cx, record, index) {
+            match out.into_result() {
+                Ok(value) => {
+                    self.out = Some(value);
+                    record.winner = Some(index);
+                    return true;
+                }
+                Err(error) => record.errors.push((index, error)),
+            }
+        }
+        false
+    }
+
+    /// Drops the branch future if it is still running, and names it in `stopped` if it had
+    /// started (a branch that `limit` held back is dropped without being named).
+    #[inline]
+    pub fn cancel<E>(
+        &mut self,
+        index: usize,
+        names: &[&'static str],
+        record: &Record<E>,
+        stopped: &mut Vec<Branch>,
+    ) {
         if self.fut.is_some() {
             self.fut.set(None);
-            cancelled.push(Branch::__new(index, names[index]));
+            if index < record.started {
+                stopped.push(Branch::__new(index, names[index]));
+            }
         }
     }
 
-    /// What the gather kept of the output. Called once, after every branch has finished.
+    /// Drops the branch future if it is still running.
+    #[inline]
+    pub fn drop_future(&mut self) {
+        self.fut.set(None);
+    }
+
+    /// What the gather kept of the output. Called once, after the branch has finished.
     #[inline]
     pub fn take(&mut self) -> O {
         match self.out.take() {
             Some(out) => out,
             None => unreachable!("gather! took an output that was not there"),
         }
+    }
+
+    /// `settle` with `timeout`: the output, or `None` when the deadline cancelled the branch.
+    #[inline]
+    pub fn take_finished(&mut self) -> Option<O> {
+        self.out.take()
     }
 }
