@@ -8,6 +8,8 @@
 //!   finishing. Tests read the journal to see who ran, who was cancelled, and in what order.
 //! - [`Gate`]: a future that stays pending until the test opens it, so that a test decides
 //!   exactly when a branch may go on and poll counts are exact.
+//! - [`InFlight`]: counts the futures it tracks that have started and not yet ended, and the
+//!   most that were ever in flight at once, to check a concurrency limit.
 //!
 //! ```
 //! use gather_tests::{Gate, Journal, poll_once};
@@ -28,6 +30,7 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -174,6 +177,19 @@ impl Journal {
     pub fn dropped(&self, who: &str) -> bool {
         self.count(who, Event::Dropped) > 0
     }
+
+    /// The probes that have been polled, each once, in the order of their first poll: the
+    /// order in which they started.
+    pub fn started(&self) -> Vec<String> {
+        let inner = self.lock();
+        let mut started: Vec<String> = Vec::new();
+        for e in inner.entries.iter().filter(|e| e.event == Event::Polled) {
+            if !started.contains(&e.who) {
+                started.push(e.who.clone());
+            }
+        }
+        started
+    }
 }
 
 /// A future that writes to a [`Journal`] when it is polled, finishes, or is dropped
@@ -285,6 +301,124 @@ impl Future for Wait {
             state.wakers.push(cx.waker().clone());
         }
         Poll::Pending
+    }
+}
+
+#[derive(Debug, Default)]
+struct Counts {
+    now: AtomicUsize,
+    peak: AtomicUsize,
+    started: AtomicUsize,
+}
+
+/// Counts the futures it [`track`](InFlight::track)s that are in flight: polled at least once,
+/// and neither finished nor dropped. Cloning gives another handle to the same counts.
+///
+/// ```
+/// use gather_tests::{Gate, InFlight, poll_once};
+/// use std::pin::pin;
+///
+/// let in_flight = InFlight::new();
+/// let gate = Gate::new();
+/// let mut a = pin!(in_flight.track(gate.wait()));
+/// let b = in_flight.track(gate.wait());
+/// assert!(poll_once(a.as_mut()).is_pending());
+/// assert_eq!((in_flight.now(), in_flight.peak()), (1, 1));
+/// drop(b); // never polled: it never was in flight
+/// gate.open();
+/// assert!(poll_once(a.as_mut()).is_ready());
+/// assert_eq!((in_flight.now(), in_flight.peak(), in_flight.started()), (0, 1, 1));
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct InFlight {
+    counts: Arc<Counts>,
+}
+
+impl InFlight {
+    /// Counts at zero.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Wraps `fut` so that it counts as in flight from its first poll until it finishes or is
+    /// dropped.
+    pub fn track<F: Future>(&self, fut: F) -> Tracked<F> {
+        Tracked {
+            fut: Box::pin(fut),
+            counts: Arc::clone(&self.counts),
+            state: TrackState::NotStarted,
+        }
+    }
+
+    /// How many tracked futures are in flight now.
+    pub fn now(&self) -> usize {
+        self.counts.now.load(Ordering::SeqCst)
+    }
+
+    /// The most tracked futures that were ever in flight at once.
+    pub fn peak(&self) -> usize {
+        self.counts.peak.load(Ordering::SeqCst)
+    }
+
+    /// How many tracked futures have started (been polled at least once).
+    pub fn started(&self) -> usize {
+        self.counts.started.load(Ordering::SeqCst)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TrackState {
+    NotStarted,
+    Running,
+    Ended,
+}
+
+/// A future that counts in an [`InFlight`] while it runs. Made by [`InFlight::track`].
+#[must_use = "a tracked future does nothing unless polled"]
+pub struct Tracked<F> {
+    fut: Pin<Box<F>>,
+    counts: Arc<Counts>,
+    state: TrackState,
+}
+
+impl<F> fmt::Debug for Tracked<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tracked")
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F> Tracked<F> {
+    fn end(&mut self) {
+        if self.state == TrackState::Running {
+            self.counts.now.fetch_sub(1, Ordering::SeqCst);
+        }
+        self.state = TrackState::Ended;
+    }
+}
+
+impl<F: Future> Future for Tracked<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        if self.state == TrackState::NotStarted {
+            self.state = TrackState::Running;
+            self.counts.started.fetch_add(1, Ordering::SeqCst);
+            let now = self.counts.now.fetch_add(1, Ordering::SeqCst) + 1;
+            self.counts.peak.fetch_max(now, Ordering::SeqCst);
+        }
+        let out = self.fut.as_mut().poll(cx);
+        if out.is_ready() {
+            self.end();
+        }
+        out
+    }
+}
+
+impl<F> Drop for Tracked<F> {
+    fn drop(&mut self) {
+        self.end();
     }
 }
 

@@ -60,12 +60,7 @@ pub(crate) struct Branch {
     pub span: Span,
 }
 
-#[expect(
-    dead_code,
-    reason = "the dynamic form is parsed now and built by a later version"
-)]
 pub(crate) struct Dynamic {
-    pub for_token: Token![for],
     pub pat: Pat,
     pub iter: Expr,
     pub body: Expr,
@@ -278,7 +273,7 @@ impl Parse for Branch {
 
 impl Parse for Dynamic {
     fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
-        let for_token: Token![for] = input.parse()?;
+        input.parse::<Token![for]>()?;
         let pat = Pat::parse_single(input)?;
         input.parse::<Token![in]>()?;
         let iter = Expr::parse_without_eager_brace(input)?;
@@ -298,7 +293,6 @@ impl Parse for Dynamic {
             ));
         }
         Ok(Dynamic {
-            for_token,
             pat,
             iter,
             body,

@@ -160,7 +160,7 @@ fn fixed(
             })
             .collect()
     };
-    let all_outputs = wrap_some(gather, quote!(( #( #slots.take(), )* )));
+    let all_outputs = quote!(( #( #slots.take(), )* ));
     let stop_all = quote! {
         let mut #stopped = #k::__private::Vec::new();
         #( #slots.cancel(#indices, #names, &#record, &mut #stopped); )*
@@ -274,6 +274,13 @@ fn fixed(
         }
     });
 
+    // A fixed race has a branch, and the first to finish wins in `after_pass`: no branch left
+    // running means no tail value to give.
+    let tail = if gather.policy == Policy::Race {
+        quote!(::core::unreachable!("gather!: a race ended without a winner"))
+    } else {
+        quote!(::core::task::Poll::Ready(#done))
+    };
     let poll = quote! {
         #record.begin();
         #after_pass
@@ -281,7 +288,7 @@ fn fixed(
             #on_deadline
             return ::core::task::Poll::Pending;
         }
-        ::core::task::Poll::Ready(#done)
+        #tail
     };
     (setup, poll)
 }

@@ -67,7 +67,8 @@ impl fmt::Display for Branch {
 /// |---|---|
 /// | `cancel` | [`Failed`](Error::Failed): the first failure, and the siblings it cancelled |
 /// | `finish` | [`Failures`](Error::Failures): every failure, in branch order |
-/// | any, with `timeout` | [`TimedOut`](Error::TimedOut): the branches the deadline cancelled |
+/// | `race_ok` | [`Failures`](Error::Failures): when no branch succeeded, every failure |
+/// | `cancel`, `finish`, `race_ok` with `timeout` | [`TimedOut`](Error::TimedOut): the branches the deadline cancelled |
 ///
 /// Reading one:
 ///

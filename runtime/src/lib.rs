@@ -31,29 +31,35 @@
 //! ```text
 //! gather!( [OPTIONS ;] BRANCHES )
 //! OPTIONS  := OPTION (, OPTION)*
-//! OPTION   := policy = cancel | finish | settle
+//! OPTION   := policy = cancel | finish | settle | race | race_ok
+//!           | timeout = DURATION      a core::time::Duration for the whole gather
+//!           | limit = N               at most N branches in flight (a usize, at least 1)
 //! BRANCHES := BRANCH (, BRANCH)* [,]
+//!           | for PAT in ITER => FUTURE    the dynamic form: one branch per item
 //! BRANCH   := [LABEL =] FUTURE
 //! ```
 //!
-//! A branch is anything that implements [`IntoFuture`]. With no
-//! options part the policy is `cancel`. Options end with `;`: `gather!(policy = finish; a, b)`.
-//! `gather!(...)`, `gather![...]` and `gather!{...}` are the same.
+//! A branch is anything that implements [`IntoFuture`]. With no options part the policy is
+//! `cancel`. Options end with `;`: `gather!(policy = finish, limit = 4; a, b, c)`; without the
+//! `;`, the names `policy`, `timeout`, `limit` and `spawn` cannot label the first branch.
+//! `gather!(...)`, `gather![...]` and `gather!{...}` are the same. The `spawn` option of the
+//! design is not available yet: using it is a compile error that says so.
 //!
 //! # Policies
 //!
 //! `T` is a branch's success type, `E` the error type all branches share, `O` a branch's
 //! output of any type.
 //!
-//! | policy | on a failure | branches | returns |
-//! |---|---|---|---|
-//! | `cancel` (default) | cancel the others at once | `Result<T, E>` | `Result<(T1, .., Tn), Error<E>>`, [`Error::Failed`] |
-//! | `finish` | let the others finish | `Result<T, E>` | `Result<(T1, .., Tn), Error<E>>`, [`Error::Failures`] with every error in branch order |
-//! | `settle` | nothing: every outcome is a value | any `O` | `(O1, .., On)` |
+//! | policy | on a failure | branches | returns | with `timeout` |
+//! |---|---|---|---|---|
+//! | `cancel` (default) | cancel the others at once | `Result<T, E>` | `Result<(T1, .., Tn), Error<E>>`, [`Error::Failed`] | `Err(Error::TimedOut)` |
+//! | `finish` | let the others finish | `Result<T, E>` | `Result<(T1, .., Tn), Error<E>>`, [`Error::Failures`] with every error in branch order | `Err(Error::TimedOut)` |
+//! | `settle` | nothing: every outcome is a value | any `O` | `(O1, .., On)` | `(Option<O1>, .., Option<On>)`; `None` = cancelled at the deadline |
+//! | `race_ok` | wait for the next; first success wins, the others are cancelled | `Result<T, E>`, one `T` | `Result<T, Error<E>>`, [`Error::Failures`] when all fail | `Err(Error::TimedOut)` |
+//! | `race` | first outcome of any kind wins, the others are cancelled | one `O` | `O` | `Option<O>` |
 //!
-//! `race`, `race_ok`, the `timeout`, `limit` and `spawn` options, and the dynamic form
-//! `for x in xs => f(x)` are part of the design and come in later versions; today they are a
-//! compile error that says so.
+//! The dynamic form returns a `Vec` where the fixed form returns a tuple. Branches are polled
+//! in branch order; when several finish in the same poll, the lowest index wins.
 //!
 //! ## `cancel`: the first failure stops the rest
 //!
@@ -109,6 +115,129 @@
 //! # });
 //! ```
 //!
+//! ## `race_ok`: the first success wins
+//!
+//! Failures are waited past; the first success cancels the rest. When every branch fails,
+//! [`Error::Failures`] holds every error, in branch order.
+//!
+//! ```
+//! use gather::gather;
+//! use std::time::Duration;
+//! use tokio::time::sleep;
+//!
+//! async fn mirror(name: &'static str, ms: u64, healthy: bool) -> Result<&'static str, String> {
+//!     sleep(Duration::from_millis(ms)).await;
+//!     if healthy { Ok(name) } else { Err(format!("{name} is down")) }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+//! let fastest = gather!(policy = race_ok;
+//!     mirror("eu", 300, true),
+//!     mirror("us", 10, false),
+//!     mirror("asia", 120, true),
+//! );
+//! assert_eq!(fastest, Ok("asia")); // "us" failed first; "eu" was cancelled.
+//! # }
+//! ```
+//!
+//! ## `race`: the first outcome of any kind wins
+//!
+//! ```
+//! # use gather::gather; use std::time::Duration; use tokio::time::sleep;
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+//! let first = gather!(policy = race;
+//!     async { sleep(Duration::from_millis(50)).await; "slow" },
+//!     async { sleep(Duration::from_millis(5)).await; "fast" },
+//! );
+//! assert_eq!(first, "fast");
+//! # }
+//! ```
+//!
+//! # Options
+//!
+//! ## `timeout`: a deadline for the whole gather
+//!
+//! `timeout = DURATION` takes a [`core::time::Duration`], counted from the start of the
+//! gather on tokio's timer (so it needs a tokio runtime with its timer enabled). At the
+//! deadline every unfinished branch is dropped before `gather!` returns. What it returns then
+//! depends on the policy: `cancel`, `finish` and `race_ok` give [`Error::TimedOut`] naming the
+//! branches it cancelled; `settle` gives every output as an `Option`, keeping what finished;
+//! `race` gives `Option<O>`.
+//!
+//! ```
+//! use gather::{gather, Error};
+//! use std::time::Duration;
+//! use tokio::time::sleep;
+//!
+//! async fn step(ms: u64) -> Result<u64, String> {
+//!     sleep(Duration::from_millis(ms)).await;
+//!     Ok(ms)
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+//! let late = gather!(timeout = Duration::from_millis(100); quick = step(10), slow = step(500));
+//! let Err(Error::TimedOut { pending, .. }) = late else { panic!() };
+//! assert_eq!(pending[0].name(), "slow");
+//!
+//! let partial = gather!(policy = settle, timeout = Duration::from_millis(100); step(10), step(500));
+//! assert_eq!(partial, (Some(Ok(10)), None));
+//! # }
+//! ```
+//!
+//! ## `limit`: at most N branches in flight
+//!
+//! `limit = N` runs at most `N` branches at once; the first `N` start with the gather, and each
+//! of the others starts, in branch order, when a running one finishes. A branch that has not
+//! started is not polled, and is not named in `cancelled` or `pending` when the gather ends
+//! early. A literal `limit = 0` does not compile; a `limit` that is 0 at run time panics.
+//!
+//! ```
+//! # use gather::gather; use std::time::Duration; use tokio::time::{sleep, Instant};
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+//! let start = Instant::now();
+//! let ms = |n: u64| async move { sleep(Duration::from_millis(n)).await; n };
+//! let out = gather!(policy = settle, limit = 2; ms(100), ms(100), ms(100), ms(100));
+//! assert_eq!(out, (100, 100, 100, 100));
+//! assert_eq!(start.elapsed(), Duration::from_millis(200)); // two at a time
+//! # }
+//! ```
+//!
+//! # The dynamic form
+//!
+//! `for PAT in ITER => FUTURE` runs one branch per item of `ITER` and gives the outputs as a
+//! `Vec`, in input order, under any policy and option. The body behaves like the body of a
+//! closure `|PAT| FUTURE`, called once per item when that item's branch starts: with `limit`,
+//! items are taken from the iterator only as branches start, so an endless iterator works
+//! with `race` and `race_ok`. `return` and `?` in the body belong to that closure: put
+//! fallible steps inside the branch's future. Without `limit`, every item is taken at the
+//! first poll, so the iterator must be finite.
+//!
+//! [`Branch::index`] is the item's position and [`Branch::name`] the body's source text.
+//! Over an empty iterator, `cancel`, `finish` and `settle` give an empty `Vec`, `race_ok`
+//! gives `Err(Error::Failures { errors: [] })`, and `race`, which has no outcome to return,
+//! panics. Each branch has a waker of its own: a wake polls only the branch it belongs to.
+//!
+//! ```
+//! use gather::{gather, Error};
+//!
+//! async fn fetch(id: u32) -> Result<String, String> {
+//!     if id == 7 { Err("not found".into()) } else { Ok(format!("file-{id}")) }
+//! }
+//!
+//! # futures::executor::block_on(async {
+//! let ids = vec![1, 2, 3];
+//! let files = gather!(limit = 2; for id in ids => fetch(id)).unwrap();
+//! assert_eq!(files, ["file-1", "file-2", "file-3"]);
+//!
+//! let err = gather!(for id in [1, 7, 9] => fetch(id)).unwrap_err();
+//! let Error::Failed { branch, .. } = &err else { panic!() };
+//! assert_eq!((branch.index(), branch.name()), (1, "fetch(id)"));
+//!
+//! let empty: Vec<String> = gather!(for id in Vec::<u32>::new() => fetch(id)).unwrap();
+//! assert!(empty.is_empty());
+//! # });
+//! ```
+//!
 //! # Labels and names
 //!
 //! An error names its branch by a [`Branch`]: its index, and its name. The name is the
@@ -141,12 +270,14 @@
 //!    branch future has been dropped.
 //! 2. After a branch fails under `cancel`, no sibling is polled again; the siblings are dropped
 //!    before the error is returned, in the same poll that saw the failure, at any number of
-//!    branches.
+//!    branches, in the fixed form and the dynamic form alike. The same holds for the losers
+//!    of a race and for the branches a deadline cancels.
 //! 3. Dropping the future that contains `gather!` drops every branch.
 //! 4. A panicking branch drops its siblings, then the panic reaches the caller unchanged. A
 //!    panic is never turned into a value.
 //! 5. Branches run in place, inside the caller's task: nothing is spawned, no runtime is
-//!    needed (any executor works), and branches need not be `Send` or `'static`.
+//!    needed (any executor works) unless `timeout` is used, and branches need not be `Send`
+//!    or `'static`.
 //! 6. Misuse is a compile error at the tokens at fault, saying what to write instead.
 //! 7. The code `gather!` expands to is `Send` whenever every branch and output is, so a
 //!    function using it can be spawned on a multi-threaded runtime.
