@@ -193,7 +193,10 @@ fn race_ok_lowest_index_success_wins_in_the_same_poll() {
     gates.iter().rev().for_each(Gate::open);
     assert_eq!(poll_once(race.as_mut()), Poll::Ready(Ok(1)));
     assert_eq!(log.polls("two"), 1);
-    assert_eq!(log.story(), ["fails finished", "one finished", "two dropped"]);
+    assert_eq!(
+        log.story(),
+        ["fails finished", "one finished", "two dropped"]
+    );
 }
 
 #[tokio::test(start_paused = true)]

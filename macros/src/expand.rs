@@ -277,7 +277,9 @@ fn fixed(
     // A fixed race has a branch, and the first to finish wins in `after_pass`: no branch left
     // running means no tail value to give.
     let tail = if gather.policy == Policy::Race {
-        quote!(::core::unreachable!("gather!: a race ended without a winner"))
+        quote!(::core::unreachable!(
+            "gather!: a race ended without a winner"
+        ))
     } else {
         quote!(::core::task::Poll::Ready(#done))
     };
@@ -333,10 +335,12 @@ fn dynamic(
     };
     let name = LitStr::new(name, span);
     let iter = quote_spanned!(iter.span()=> ::core::iter::IntoIterator::into_iter(#iter));
+    // The closure is spanned at the body, so that rustc names it by the caller's file.
+    let make = quote_spanned!(span=> |#pat| { #future });
     let setup = quote! {
         let mut #driver = #k::__private::#kind::new(#k::__private::Engine::new(
             #iter,
-            |#pat| #future,
+            #make,
             #limit,
             #name,
         ));

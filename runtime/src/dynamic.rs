@@ -108,9 +108,17 @@ impl<I, C, F> core::fmt::Debug for Engine<I, C, F> {
     }
 }
 
-impl<I, C, F> Engine<I, C, F> {
+impl<I, C, F> Engine<I, C, F>
+where
+    I: Iterator,
+    C: FnMut(I::Item) -> F,
+{
     /// An engine over `iter`, making each branch with `make` when it starts, running at most
     /// `limit` at once. `name` names every branch in errors.
+    ///
+    /// The bounds on `make` are here, where the body's closure is written, so that its
+    /// argument's type is known inside the body (`for s in &words => f(s.len())`). `F: Future`
+    /// is left to the policies, so that a body that is not a future is reported once.
     pub fn new(iter: I, make: C, limit: usize, name: &'static str) -> Self {
         Engine {
             iter: Some(iter),
