@@ -31,7 +31,10 @@ struct Names {
     error: Ident,
     stopped: Ident,
     out: Ident,
+    reaper: Ident,
+    ending: Ident,
     label: Lifetime,
+    run: Lifetime,
 }
 
 pub(crate) fn expand(gather: Gather) -> TokenStream {
@@ -47,7 +50,10 @@ pub(crate) fn expand(gather: Gather) -> TokenStream {
         error: Ident::new("__gather_error", site),
         stopped: Ident::new("__gather_stopped", site),
         out: Ident::new("__gather_out", site),
+        reaper: Ident::new("__gather_reaper", site),
+        ending: Ident::new("__gather_ending", site),
         label: Lifetime::new("'__gather_pass", site),
+        run: Lifetime::new("'__gather_run", site),
     };
     let Names {
         krate: k,
@@ -70,6 +76,12 @@ pub(crate) fn expand(gather: Gather) -> TokenStream {
     };
     quote! {
         {
+            // Anonymous imports: they only let the autoref calls on the runtime's `Adopt`
+            // resolve, and name nothing in the caller's code.
+            #[allow(unused_imports)]
+            use #k::__private::{
+                AdoptAny as _, AdoptJoinHandle as _, SpawnAdopted as _, SpawnNeedsSendAndStatic as _,
+            };
             #deadline_let
             #setup
             ::core::future::poll_fn(|#cx: &mut ::core::task::Context<'_>| {
@@ -89,6 +101,29 @@ fn wrap_some(gather: &Gather, value: TokenStream) -> TokenStream {
     }
 }
 
+/// A branch's future. A tokio `JoinHandle` is recognised by its type at the call site (by
+/// autoref: `Adopt` picks `AdoptJoinHandle` over `AdoptAny`) and adopted, so that its task is
+/// aborted and awaited if the gather cancels it. Under `spawn`, every other branch is spawned
+/// on a task of its own. Every token but the runtime's path carries the branch's span, so that
+/// a branch that is not a future is reported under it.
+fn branch_future(
+    n: &Names,
+    gather: &Gather,
+    expr: &syn::Expr,
+    span: Span,
+    index: &TokenStream,
+) -> TokenStream {
+    let k = &n.krate;
+    let adopted = quote_spanned! {span=>
+        ::core::future::IntoFuture::into_future((&#k::__private::Adopt::new(#expr)).adopt())
+    };
+    if gather.spawn {
+        quote_spanned!(span=> (&#k::__private::Adopt::new(#adopted)).spawn_or_drop_spawn_to_run_in_place(#index))
+    } else {
+        adopted
+    }
+}
+
 /// The setup and the body of the `poll_fn` for the fixed form.
 fn fixed(
     n: &Names,
@@ -102,11 +137,14 @@ fn fixed(
         record,
         names,
         deadline,
+        reaper,
+        ending,
         index,
         error,
         stopped,
         out,
         label,
+        run,
         ..
     } = n;
     let site = Span::mixed_site();
@@ -115,16 +153,19 @@ fn fixed(
         .collect();
     let indices: Vec<usize> = (0..branches.len()).collect();
 
-    let slot_lets = branches.iter().zip(&slots).map(|(branch, slot)| {
-        let expr = &branch.expr;
-        let future = quote_spanned!(branch.span=> ::core::future::IntoFuture::into_future(#expr));
-        quote! {
-            let mut #slot = #k::__private::Slot {
-                fut: ::core::pin::pin!(::core::option::Option::Some(#future)),
-                out: ::core::option::Option::None,
-            };
-        }
-    });
+    let slot_lets = branches
+        .iter()
+        .zip(&slots)
+        .zip(&indices)
+        .map(|((branch, slot), i)| {
+            let future = branch_future(n, gather, &branch.expr, branch.span, &quote!(#i));
+            quote! {
+                let mut #slot = #k::__private::Slot {
+                    fut: ::core::pin::pin!(::core::option::Option::Some(#future)),
+                    out: ::core::option::Option::None,
+                };
+            }
+        });
     let name_lits = branches.iter().map(|b| LitStr::new(&b.name, b.span));
     // `settle` and `race` have no error type; the others take it from their branches.
     let error_type = match gather.policy {
@@ -136,6 +177,8 @@ fn fixed(
         #(#slot_lets)*
         let #names: &'static [&'static str] = &[ #(#name_lits),* ];
         let mut #record = #k::__private::Record::<#error_type>::new(#limit, #count);
+        let mut #reaper = #k::__private::Reaper::default();
+        let mut #ending = ::core::option::Option::None;
     };
 
     // One poll of branch `i`, spanned at the branch so that a type error lands under it.
@@ -161,11 +204,18 @@ fn fixed(
             .collect()
     };
     let all_outputs = quote!(( #( #slots.take(), )* ));
+    // Cancels every branch still running, naming those that had started, inside the reaping
+    // scope: the tasks of adopted and spawned branches are awaited before the gather returns.
     let stop_all = quote! {
-        let mut #stopped = #k::__private::Vec::new();
-        #( #slots.cancel(#indices, #names, &#record, &mut #stopped); )*
+        let #stopped = #reaper.collect(|| {
+            let mut #stopped = #k::__private::Vec::new();
+            #( #slots.cancel(#indices, #names, &#record, &mut #stopped); )*
+            #stopped
+        });
     };
-    let drop_all = quote!( #( #slots.drop_future(); )* );
+    let drop_all = quote! {
+        #reaper.collect(|| { #( #slots.drop_future(#indices); )* });
+    };
     // The winner's output; a branch whose output type differs fails to match the others here.
     let winner = {
         let arms = branches
@@ -180,19 +230,27 @@ fn fixed(
             };
         }
     };
+    // Ends the gather with `value` once every aborted task is gone.
+    let end_with = |value: TokenStream| {
+        quote! {
+            #ending = ::core::option::Option::Some(#value);
+            break #run;
+        }
+    };
 
-    // Each policy gives: what to do after a pass (return early on a failure or a winner), and
+    // Each policy gives: what to do after a pass (end early on a failure or a winner), and
     // the value once no branch is left running, in tail position.
     let (after_pass, done) = match gather.policy {
         Policy::Cancel => {
             let steps = step("poll_cancel", true);
+            let end = end_with(quote! {
+                ::core::result::Result::Err(#k::__private::failed(#index, #names, #error, #stopped))
+            });
             let after = quote! {
                 #label: { #(#steps)* }
                 if let ::core::option::Option::Some((#index, #error)) = #record.take_failure() {
                     #stop_all
-                    return ::core::task::Poll::Ready(::core::result::Result::Err(
-                        #k::__private::failed(#index, #names, #error, #stopped),
-                    ));
+                    #end
                 }
             };
             (after, quote!(::core::result::Result::Ok(#all_outputs)))
@@ -218,31 +276,26 @@ fn fixed(
         }
         Policy::Race => {
             let steps = step("poll_race", true);
-            let result = wrap_some(gather, quote!(#out));
+            let end = end_with(wrap_some(gather, quote!(#out)));
             let after = quote! {
                 #label: { #(#steps)* }
                 if let ::core::option::Option::Some(#index) = #record.winner() {
                     #drop_all
                     #winner
-                    return ::core::task::Poll::Ready(#result);
+                    #end
                 }
             };
-            // A fixed race has a branch, and the first to finish wins above.
-            (
-                after,
-                quote!(::core::unreachable!(
-                    "gather!: a race ended without a winner"
-                )),
-            )
+            (after, quote!())
         }
         Policy::RaceOk => {
             let steps = step("poll_race_ok", true);
+            let end = end_with(quote!(::core::result::Result::Ok(#out)));
             let after = quote! {
                 #label: { #(#steps)* }
                 if let ::core::option::Option::Some(#index) = #record.winner() {
                     #drop_all
                     #winner
-                    return ::core::task::Poll::Ready(::core::result::Result::Ok(#out));
+                    #end
                 }
             };
             (
@@ -252,24 +305,38 @@ fn fixed(
         }
     };
 
+    // Under `spawn`, a task that panicked or was cancelled from outside ends the gather with a
+    // panic, once the other tasks are aborted and gone.
+    let on_trouble = gather.spawn.then(|| {
+        quote! {
+            if let ::core::option::Option::Some((#index, #error)) = #k::__private::take_trouble() {
+                #drop_all
+                #reaper.trouble(#index, #names[#index], #error);
+                break #run;
+            }
+        }
+    });
+
     let on_deadline = gather.timeout.as_ref().map(|_| {
-        let timed_out = match gather.policy {
-            Policy::Cancel | Policy::Finish | Policy::RaceOk => quote! {
-                #stop_all
-                ::core::result::Result::Err(#k::__private::timed_out(#stopped))
-            },
-            Policy::Settle => quote! {
-                #drop_all
-                ( #( #slots.take_finished(), )* )
-            },
-            Policy::Race => quote! {
-                #drop_all
-                ::core::option::Option::None
-            },
+        let end = match gather.policy {
+            Policy::Cancel | Policy::Finish | Policy::RaceOk => {
+                let end = end_with(
+                    quote!(::core::result::Result::Err(#k::__private::timed_out(#stopped))),
+                );
+                quote!(#stop_all #end)
+            }
+            Policy::Settle => {
+                let end = end_with(quote!(( #( #slots.take_finished(), )* )));
+                quote!(#drop_all #end)
+            }
+            Policy::Race => {
+                let end = end_with(quote!(::core::option::Option::None));
+                quote!(#drop_all #end)
+            }
         };
         quote! {
             if ::core::future::Future::poll(#deadline.as_mut(), #cx).is_ready() {
-                return ::core::task::Poll::Ready({ #timed_out });
+                #end
             }
         }
     });
@@ -281,16 +348,43 @@ fn fixed(
             "gather!: a race ended without a winner"
         ))
     } else {
-        quote!(::core::task::Poll::Ready(#done))
+        // An output of type `!` (a branch that only panics) is a value like any other here.
+        quote! {
+            #[allow(clippy::diverging_sub_expression)]
+            let #out = #done;
+            return ::core::task::Poll::Ready(#out);
+        }
     };
+    // Errors name the branches cancelled; a task that finished before its abort was not.
+    let keep_finished = matches!(
+        gather.policy,
+        Policy::Cancel | Policy::Finish | Policy::RaceOk
+    )
+    .then(|| quote!(#reaper.keep_finished(&mut #out);));
     let poll = quote! {
-        #record.begin();
-        #after_pass
-        if #record.pending() {
-            #on_deadline
+        #run: {
+            if #ending.is_some() || #reaper.ends_in_panic() {
+                break #run;
+            }
+            #record.begin();
+            #after_pass
+            #on_trouble
+            if #record.pending() {
+                #on_deadline
+                return ::core::task::Poll::Pending;
+            }
+            #tail
+        }
+        // Ending early: every branch has been dropped; wait until their tasks are gone.
+        if #reaper.poll_reaped(#cx).is_pending() {
             return ::core::task::Poll::Pending;
         }
-        #tail
+        #reaper.resume_panic();
+        let ::core::option::Option::Some(mut #out) = #ending.take() else {
+            ::core::unreachable!("gather!: ended without an outcome");
+        };
+        #keep_finished
+        ::core::task::Poll::Ready(#out)
     };
     (setup, poll)
 }
@@ -308,6 +402,7 @@ fn dynamic(
         deadline,
         driver,
         out,
+        index,
         ..
     } = n;
     let Dynamic {
@@ -315,18 +410,17 @@ fn dynamic(
         iter,
         body,
         name,
-        ..
     } = dynamic;
     let span = body.span();
-    let future = quote_spanned!(span=> ::core::future::IntoFuture::into_future(#body));
-    let (kind, needs_result) = match gather.policy {
-        Policy::Cancel => ("Cancel", true),
-        Policy::Finish => ("Finish", true),
-        Policy::Settle => ("Settle", false),
-        Policy::Race => ("Race", false),
-        Policy::RaceOk => ("RaceOk", true),
+    let timed = gather.timeout.is_some();
+    let (policy, needs_result) = match gather.policy {
+        Policy::Cancel => (quote!(Cancel<_>), true),
+        Policy::Finish => (quote!(Finish<_, _>), true),
+        Policy::Settle => (quote!(Settle<_, #timed>), false),
+        Policy::Race => (quote!(Race<#timed>), false),
+        Policy::RaceOk => (quote!(RaceOk<_>), true),
     };
-    let kind = Ident::new(kind, Span::call_site());
+    let future = branch_future(n, gather, body, span, &quote!(#index));
     // Checked here, with the body as the argument, so that the error lands under the body.
     let future = if needs_result {
         quote_spanned!(span=> #k::__private::result_branch(#future))
@@ -336,33 +430,26 @@ fn dynamic(
     let name = LitStr::new(name, span);
     let iter = quote_spanned!(iter.span()=> ::core::iter::IntoIterator::into_iter(#iter));
     // The closure is spanned at the body, so that rustc names it by the caller's file.
-    let make = quote_spanned!(span=> |#pat| { #future });
+    let make = quote_spanned!(span=> |#index: usize, #pat| { #future });
+    let spawn = gather.spawn;
     let setup = quote! {
-        let mut #driver = #k::__private::#kind::new(#k::__private::Engine::new(
-            #iter,
-            #make,
-            #limit,
-            #name,
-        ));
-    };
-    let poll_method = match (gather.policy, &gather.timeout) {
-        (Policy::Settle, Some(_)) => quote!(poll_finished),
-        _ => quote!(poll),
-    };
-    let result = match gather.policy {
-        Policy::Race => wrap_some(gather, quote!(#out)),
-        _ => quote!(#out),
+        let mut #driver = #k::__private::Driver::<_, _, _, #k::__private::#policy, _>::new(
+            #k::__private::Engine::new(#iter, #make, #limit, #name, #spawn),
+        );
     };
     let on_deadline = gather.timeout.as_ref().map(|_| {
         quote! {
-            if ::core::future::Future::poll(#deadline.as_mut(), #cx).is_ready() {
-                return ::core::task::Poll::Ready(#driver.timed_out());
+            if !#driver.is_ending() && ::core::future::Future::poll(#deadline.as_mut(), #cx).is_ready() {
+                #driver.time_out();
+                if let ::core::task::Poll::Ready(#out) = #driver.poll(#cx) {
+                    return ::core::task::Poll::Ready(#out);
+                }
             }
         }
     });
     let poll = quote! {
-        if let ::core::task::Poll::Ready(#out) = #driver.#poll_method(#cx) {
-            return ::core::task::Poll::Ready(#result);
+        if let ::core::task::Poll::Ready(#out) = #driver.poll(#cx) {
+            return ::core::task::Poll::Ready(#out);
         }
         #on_deadline
         ::core::task::Poll::Pending

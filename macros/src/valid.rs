@@ -32,6 +32,7 @@ pub(crate) struct Gather {
     pub policy: Policy,
     pub timeout: Option<Expr>,
     pub limit: Option<Expr>,
+    pub spawn: bool,
     pub branches: Branches,
 }
 
@@ -65,10 +66,8 @@ pub(crate) fn check(input: Input) -> syn::Result<Gather> {
     let mut policy = None;
     let mut timeout = None;
     let mut limit = None;
+    let mut spawn = false;
     let mut seen: Vec<&Ident> = Vec::new();
-    // Features that later versions bring; reported only when nothing else is wrong, so that
-    // a mistake in how they are written is not hidden behind "not available".
-    let mut unavailable = Errors::default();
 
     for Opt { key, value } in &input.options {
         let name = key.to_string();
@@ -89,12 +88,7 @@ pub(crate) fn check(input: Input) -> syn::Result<Gather> {
         }
         seen.push(key);
         match (name.as_str(), value) {
-            ("spawn", OptValue::None) => {
-                unavailable.push(
-                    key.span(),
-                    "`spawn` is not available yet in this version of gather",
-                );
-            }
+            ("spawn", OptValue::None) => spawn = true,
             ("spawn", OptValue::Missing(eq)) => {
                 errors.push_spanned(eq, "`spawn` takes no value: write `spawn` alone");
             }
@@ -149,12 +143,12 @@ pub(crate) fn check(input: Input) -> syn::Result<Gather> {
     }
 
     errors.finish()?;
-    unavailable.finish()?;
     Ok(Gather {
         krate: input.krate,
         policy: policy.unwrap_or(Policy::Cancel),
         timeout,
         limit,
+        spawn,
         branches: input.branches,
     })
 }

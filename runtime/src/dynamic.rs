@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::Wake;
 
 use crate::error::{Branch, Error};
+use crate::guard::{Reaper, take_trouble};
 use crate::slot::{BranchResult, failures};
 
 /// The indices woken since the gather last looked, and the gather's own waker.
@@ -69,13 +70,16 @@ struct Entry<F> {
 
 /// What one step of the engine found.
 #[derive(Debug)]
-pub enum Step<O> {
+pub(crate) enum Step<O> {
     /// The branch at this index finished with this output.
     Finished(usize, O),
     /// Some branch is still running; the gather's waker will be woken.
     Pending,
     /// Every branch has finished and the iterator is exhausted.
     Done,
+    /// A spawned branch's task panicked or was cancelled from outside: every branch has been
+    /// cancelled, and the gather ends in a panic once their tasks are gone.
+    Trouble,
 }
 
 /// Runs the branches of the dynamic form: starts them in order under `limit`, polls each
@@ -86,6 +90,8 @@ pub struct Engine<I, C, F> {
     iter: Option<I>,
     make: C,
     limit: usize,
+    /// Whether branches are spawned tasks, whose trouble the engine looks for.
+    spawn: bool,
     branches: Vec<Entry<F>>,
     running: usize,
     shared: Arc<Shared>,
@@ -96,6 +102,7 @@ pub struct Engine<I, C, F> {
     /// in a loop inside this one.
     drained: bool,
     name: &'static str,
+    reaper: Reaper,
 }
 
 impl<I, C, F> core::fmt::Debug for Engine<I, C, F> {
@@ -111,25 +118,28 @@ impl<I, C, F> core::fmt::Debug for Engine<I, C, F> {
 impl<I, C, F> Engine<I, C, F>
 where
     I: Iterator,
-    C: FnMut(I::Item) -> F,
+    C: FnMut(usize, I::Item) -> F,
 {
-    /// An engine over `iter`, making each branch with `make` when it starts, running at most
-    /// `limit` at once. `name` names every branch in errors.
+    /// An engine over `iter`, making each branch with `make` (given the item's index and the
+    /// item) when it starts, running at most `limit` at once. `name` names every branch in
+    /// errors; `spawn` says that branches are spawned tasks.
     ///
     /// The bounds on `make` are here, where the body's closure is written, so that its
     /// argument's type is known inside the body (`for s in &words => f(s.len())`). `F: Future`
     /// is left to the policies, so that a body that is not a future is reported once.
-    pub fn new(iter: I, make: C, limit: usize, name: &'static str) -> Self {
+    pub fn new(iter: I, make: C, limit: usize, name: &'static str, spawn: bool) -> Self {
         Engine {
             iter: Some(iter),
             make,
             limit,
+            spawn,
             branches: Vec::new(),
             running: 0,
             shared: Arc::default(),
             to_poll: Vec::new(),
             drained: false,
             name,
+            reaper: Reaper::default(),
         }
     }
 }
@@ -137,16 +147,12 @@ where
 impl<I, C, F> Engine<I, C, F>
 where
     I: Iterator,
-    C: FnMut(I::Item) -> F,
+    C: FnMut(usize, I::Item) -> F,
     F: Future,
 {
-    fn branch(&self, index: usize) -> Branch {
-        Branch::__new(index, self.name)
-    }
-
     /// Starts a poll of the gather: remembers its waker, and lets `step` take the woken
     /// indices once.
-    pub fn begin(&mut self, cx: &Context<'_>) {
+    fn begin(&mut self, cx: &Context<'_>) {
         let mut woken = self.shared.lock();
         match &woken.parent {
             Some(parent) if parent.will_wake(cx.waker()) => {}
@@ -157,13 +163,13 @@ where
 
     /// Polls the next branch that may have progressed, and reports the first that finishes.
     /// When several finish in one poll of the gather, they come lowest index first.
-    pub fn step(&mut self) -> Step<F::Output> {
+    fn step(&mut self) -> Step<F::Output> {
         loop {
             if let Some(index) = self.to_poll.pop() {
-                if let Some(out) = self.poll_branch(index) {
-                    return Step::Finished(index, out);
+                match self.poll_branch(index) {
+                    Step::Pending => continue,
+                    step => return step,
                 }
-                continue;
             }
             if !self.drained {
                 self.drained = true;
@@ -182,10 +188,10 @@ where
             if self.running < self.limit {
                 if let Some(item) = self.iter.as_mut().and_then(Iterator::next) {
                     let index = self.start(item);
-                    if let Some(out) = self.poll_branch(index) {
-                        return Step::Finished(index, out);
+                    match self.poll_branch(index) {
+                        Step::Pending => continue,
+                        step => return step,
                     }
-                    continue;
                 }
                 self.iter = None;
             }
@@ -198,7 +204,7 @@ where
 
     fn start(&mut self, item: I::Item) -> usize {
         let index = self.branches.len();
-        let fut = Box::pin((self.make)(item));
+        let fut = Box::pin((self.make)(index, item));
         self.shared.lock().queued.push(false);
         let waker = Waker::from(Arc::new(BranchWaker {
             shared: Arc::clone(&self.shared),
@@ -212,31 +218,74 @@ where
         index
     }
 
-    fn poll_branch(&mut self, index: usize) -> Option<F::Output> {
+    fn poll_branch(&mut self, index: usize) -> Step<F::Output> {
         let entry = &mut self.branches[index];
-        let fut = entry.fut.as_mut()?;
-        let out = match fut.as_mut().poll(&mut Context::from_waker(&entry.waker)) {
-            Poll::Ready(out) => out,
-            Poll::Pending => return None,
+        let Some(fut) = entry.fut.as_mut() else {
+            return Step::Pending;
         };
-        entry.fut = None;
-        self.running -= 1;
-        Some(out)
-    }
-
-    /// Drops every running branch, in index order, and names each; branches that never
-    /// started are not named, and the iterator is not advanced again.
-    pub fn cancel_all(&mut self) -> Vec<Branch> {
-        self.iter = None;
-        let mut stopped = Vec::new();
-        for index in 0..self.branches.len() {
-            if self.branches[index].fut.take().is_some() {
-                stopped.push(self.branch(index));
+        match fut.as_mut().poll(&mut Context::from_waker(&entry.waker)) {
+            Poll::Ready(out) => {
+                entry.fut = None;
+                self.running -= 1;
+                Step::Finished(index, out)
+            }
+            Poll::Pending => {
+                if self.spawn
+                    && let Some((_, error)) = take_trouble()
+                {
+                    self.cancel_all();
+                    self.reaper.trouble(index, self.name, error);
+                    return Step::Trouble;
+                }
+                Step::Pending
             }
         }
-        self.running = 0;
-        stopped
     }
+
+    /// Drops every running branch, in index order, inside the reaping scope, and names each;
+    /// branches that never started are not named, and the iterator is not advanced again.
+    fn cancel_all(&mut self) -> Vec<Branch> {
+        self.iter = None;
+        self.running = 0;
+        let Engine {
+            branches,
+            reaper,
+            name,
+            ..
+        } = self;
+        reaper.collect(|| {
+            let mut stopped = Vec::new();
+            for (index, entry) in branches.iter_mut().enumerate() {
+                if let Some(fut) = entry.fut.take() {
+                    Reaper::mark(index, core::ptr::from_ref(&*fut).addr());
+                    drop(fut);
+                    stopped.push(Branch::__new(index, name));
+                }
+            }
+            stopped
+        })
+    }
+}
+
+/// What a policy does with the outputs of the dynamic form's branches.
+pub trait Policy<O> {
+    /// What the gather returns.
+    type Out;
+    /// Takes the output of branch `index`; `Some` ends the gather early (the other branches
+    /// are then cancelled), and `stopped` gives the branches that were cancelled.
+    fn output(
+        &mut self,
+        index: usize,
+        out: O,
+        name: &'static str,
+        stopped: &mut dyn FnMut() -> Vec<Branch>,
+    ) -> Option<Self::Out>;
+    /// The value once every branch has ended.
+    fn done(&mut self, name: &'static str) -> Self::Out;
+    /// The value at the deadline, given the branches it cancelled and how many had started.
+    fn timed_out(&mut self, pending: Vec<Branch>, started: usize) -> Self::Out;
+    /// Takes out of an error the branches whose task finished before its abort took effect.
+    fn keep_finished(_out: &mut Self::Out, _reaper: &Reaper) {}
 }
 
 /// Puts `value` at `index` of `outs`, which grows as branches start.
@@ -253,276 +302,361 @@ fn unwrap_all<T>(outs: Vec<Option<T>>) -> Vec<T> {
         .collect()
 }
 
-/// `policy = cancel` over the dynamic form.
-#[must_use = "a gather does nothing unless polled"]
-pub struct Cancel<I, C, F, T> {
-    engine: Engine<I, C, F>,
+/// `policy = cancel`.
+#[derive(Debug)]
+pub struct Cancel<T> {
     outs: Vec<Option<T>>,
 }
 
-/// `policy = finish` over the dynamic form.
-#[must_use = "a gather does nothing unless polled"]
-pub struct Finish<I, C, F, T, E> {
-    engine: Engine<I, C, F>,
+/// `policy = finish`.
+#[derive(Debug)]
+pub struct Finish<T, E> {
     outs: Vec<Option<T>>,
     errors: Vec<(usize, E)>,
 }
 
-/// `policy = settle` over the dynamic form.
-#[must_use = "a gather does nothing unless polled"]
-pub struct Settle<I, C, F, O> {
-    engine: Engine<I, C, F>,
+/// `policy = settle`; with `timeout`, each output is an `Option`.
+#[derive(Debug)]
+pub struct Settle<O, const TIMED: bool> {
     outs: Vec<Option<O>>,
 }
 
-/// `policy = race` over the dynamic form.
-#[must_use = "a gather does nothing unless polled"]
-pub struct Race<I, C, F> {
-    engine: Engine<I, C, F>,
-}
+/// `policy = race`; with `timeout`, the output is an `Option`.
+#[derive(Debug)]
+pub struct Race<const TIMED: bool>;
 
-/// `policy = race_ok` over the dynamic form.
-#[must_use = "a gather does nothing unless polled"]
-pub struct RaceOk<I, C, F, E> {
-    engine: Engine<I, C, F>,
+/// `policy = race_ok`.
+#[derive(Debug)]
+pub struct RaceOk<E> {
     errors: Vec<(usize, E)>,
 }
 
-macro_rules! debug_driver {
-    ($($name:ident<$($p:ident),*>),*) => {$(
-        impl<$($p),*> core::fmt::Debug for $name<$($p),*> {
-            fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-                f.debug_struct(stringify!($name)).field("engine", &self.engine).finish_non_exhaustive()
-            }
-        }
-    )*};
-}
-debug_driver!(Cancel<I, C, F, T>, Finish<I, C, F, T, E>, Settle<I, C, F, O>, Race<I, C, F>, RaceOk<I, C, F, E>);
-
-impl<I, C, F, T> Cancel<I, C, F, T> {
-    /// Cancel over `engine`.
-    pub fn new(engine: Engine<I, C, F>) -> Self {
-        Cancel {
-            engine,
-            outs: Vec::new(),
-        }
+impl<T> Default for Cancel<T> {
+    fn default() -> Self {
+        Cancel { outs: Vec::new() }
     }
 }
 
-impl<I, C, F, T, E> Cancel<I, C, F, T>
-where
-    I: Iterator,
-    C: FnMut(I::Item) -> F,
-    F: Future,
-    F::Output: BranchResult<Ok = T, Err = E>,
-{
-    /// Every success in input order, or the first failure with the branches it cancelled.
-    pub fn poll(&mut self, cx: &Context<'_>) -> Poll<Result<Vec<T>, Error<E>>> {
-        self.engine.begin(cx);
-        loop {
-            match self.engine.step() {
-                Step::Finished(index, out) => match out.into_result() {
-                    Ok(value) => put(&mut self.outs, index, value),
-                    Err(error) => {
-                        let cancelled = self.engine.cancel_all();
-                        let branch = self.engine.branch(index);
-                        return Poll::Ready(Err(Error::Failed {
-                            branch,
-                            error,
-                            cancelled,
-                        }));
-                    }
-                },
-                Step::Pending => return Poll::Pending,
-                Step::Done => return Poll::Ready(Ok(unwrap_all(core::mem::take(&mut self.outs)))),
-            }
-        }
-    }
-
-    /// Cancels every running branch at the deadline.
-    pub fn timed_out(&mut self) -> Result<Vec<T>, Error<E>> {
-        Err(Error::TimedOut {
-            pending: self.engine.cancel_all(),
-        })
-    }
-}
-
-impl<I, C, F, T, E> Finish<I, C, F, T, E> {
-    /// Finish over `engine`.
-    pub fn new(engine: Engine<I, C, F>) -> Self {
+impl<T, E> Default for Finish<T, E> {
+    fn default() -> Self {
         Finish {
-            engine,
             outs: Vec::new(),
             errors: Vec::new(),
         }
     }
 }
 
-impl<I, C, F, T, E> Finish<I, C, F, T, E>
-where
-    I: Iterator,
-    C: FnMut(I::Item) -> F,
-    F: Future,
-    F::Output: BranchResult<Ok = T, Err = E>,
-{
-    /// Once every branch has ended: every success in input order, or every failure.
-    pub fn poll(&mut self, cx: &Context<'_>) -> Poll<Result<Vec<T>, Error<E>>> {
-        self.engine.begin(cx);
-        loop {
-            match self.engine.step() {
-                Step::Finished(index, out) => match out.into_result() {
-                    Ok(value) => put(&mut self.outs, index, value),
-                    Err(error) => self.errors.push((index, error)),
-                },
-                Step::Pending => return Poll::Pending,
-                Step::Done if self.errors.is_empty() => {
-                    return Poll::Ready(Ok(unwrap_all(core::mem::take(&mut self.outs))));
-                }
-                Step::Done => {
-                    let name = self.engine.name;
-                    let errors = core::mem::take(&mut self.errors);
-                    return Poll::Ready(Err(failures(errors, |_| name)));
-                }
-            }
-        }
-    }
-
-    /// Cancels every running branch at the deadline.
-    pub fn timed_out(&mut self) -> Result<Vec<T>, Error<E>> {
-        Err(Error::TimedOut {
-            pending: self.engine.cancel_all(),
-        })
+impl<O, const TIMED: bool> Default for Settle<O, TIMED> {
+    fn default() -> Self {
+        Settle { outs: Vec::new() }
     }
 }
 
-impl<I, C, F, O> Settle<I, C, F, O> {
-    /// Settle over `engine`.
-    pub fn new(engine: Engine<I, C, F>) -> Self {
-        Settle {
-            engine,
-            outs: Vec::new(),
-        }
+impl<const TIMED: bool> Default for Race<TIMED> {
+    fn default() -> Self {
+        Race
     }
 }
 
-impl<I, C, F> Settle<I, C, F, F::Output>
-where
-    I: Iterator,
-    C: FnMut(I::Item) -> F,
-    F: Future,
-{
-    /// Once every branch has ended: every output, in input order.
-    pub fn poll(&mut self, cx: &Context<'_>) -> Poll<Vec<F::Output>> {
-        self.poll_finished(cx).map(unwrap_all)
+impl<E> Default for RaceOk<E> {
+    fn default() -> Self {
+        RaceOk { errors: Vec::new() }
     }
+}
 
-    /// As `poll`, with each output in `Some`: the shape the `timeout` option gives.
-    pub fn poll_finished(&mut self, cx: &Context<'_>) -> Poll<Vec<Option<F::Output>>> {
-        self.engine.begin(cx);
-        loop {
-            match self.engine.step() {
-                Step::Finished(index, out) => put(&mut self.outs, index, out),
-                Step::Pending => return Poll::Pending,
-                Step::Done => return Poll::Ready(core::mem::take(&mut self.outs)),
+impl<R: BranchResult> Policy<R> for Cancel<R::Ok> {
+    type Out = Result<Vec<R::Ok>, Error<R::Err>>;
+
+    fn output(
+        &mut self,
+        index: usize,
+        out: R,
+        name: &'static str,
+        stopped: &mut dyn FnMut() -> Vec<Branch>,
+    ) -> Option<Self::Out> {
+        match out.into_result() {
+            Ok(value) => {
+                put(&mut self.outs, index, value);
+                None
             }
+            Err(error) => Some(Err(Error::Failed {
+                branch: Branch::__new(index, name),
+                error,
+                cancelled: stopped(),
+            })),
         }
     }
 
-    /// Cancels every running branch at the deadline: what finished is kept, `None` for the
-    /// rest (for every item whose branch started).
-    pub fn timed_out(&mut self) -> Vec<Option<F::Output>> {
-        let started = self.engine.branches.len();
-        self.engine.cancel_all();
+    fn done(&mut self, _: &'static str) -> Self::Out {
+        Ok(unwrap_all(core::mem::take(&mut self.outs)))
+    }
+
+    fn timed_out(&mut self, pending: Vec<Branch>, _: usize) -> Self::Out {
+        Err(Error::TimedOut { pending })
+    }
+
+    fn keep_finished(out: &mut Self::Out, reaper: &Reaper) {
+        reaper.keep_finished(out);
+    }
+}
+
+impl<R: BranchResult> Policy<R> for Finish<R::Ok, R::Err> {
+    type Out = Result<Vec<R::Ok>, Error<R::Err>>;
+
+    fn output(
+        &mut self,
+        index: usize,
+        out: R,
+        _: &'static str,
+        _: &mut dyn FnMut() -> Vec<Branch>,
+    ) -> Option<Self::Out> {
+        match out.into_result() {
+            Ok(value) => put(&mut self.outs, index, value),
+            Err(error) => self.errors.push((index, error)),
+        }
+        None
+    }
+
+    fn done(&mut self, name: &'static str) -> Self::Out {
+        if self.errors.is_empty() {
+            Ok(unwrap_all(core::mem::take(&mut self.outs)))
+        } else {
+            Err(failures(core::mem::take(&mut self.errors), |_| name))
+        }
+    }
+
+    fn timed_out(&mut self, pending: Vec<Branch>, _: usize) -> Self::Out {
+        Err(Error::TimedOut { pending })
+    }
+
+    fn keep_finished(out: &mut Self::Out, reaper: &Reaper) {
+        reaper.keep_finished(out);
+    }
+}
+
+impl<O> Policy<O> for Settle<O, false> {
+    type Out = Vec<O>;
+
+    fn output(
+        &mut self,
+        index: usize,
+        out: O,
+        _: &'static str,
+        _: &mut dyn FnMut() -> Vec<Branch>,
+    ) -> Option<Self::Out> {
+        put(&mut self.outs, index, out);
+        None
+    }
+
+    fn done(&mut self, _: &'static str) -> Self::Out {
+        unwrap_all(core::mem::take(&mut self.outs))
+    }
+
+    fn timed_out(&mut self, _: Vec<Branch>, _: usize) -> Self::Out {
+        unreachable!("gather!: settle without a timeout timed out")
+    }
+}
+
+impl<O> Policy<O> for Settle<O, true> {
+    type Out = Vec<Option<O>>;
+
+    fn output(
+        &mut self,
+        index: usize,
+        out: O,
+        _: &'static str,
+        _: &mut dyn FnMut() -> Vec<Branch>,
+    ) -> Option<Self::Out> {
+        put(&mut self.outs, index, out);
+        None
+    }
+
+    fn done(&mut self, _: &'static str) -> Self::Out {
+        core::mem::take(&mut self.outs)
+    }
+
+    /// What finished is kept; `None` for every other item whose branch started.
+    fn timed_out(&mut self, _: Vec<Branch>, started: usize) -> Self::Out {
         let mut outs = core::mem::take(&mut self.outs);
         outs.resize_with(started, || None);
         outs
     }
 }
 
-impl<I, C, F> Race<I, C, F> {
-    /// Race over `engine`.
-    pub fn new(engine: Engine<I, C, F>) -> Self {
-        Race { engine }
+impl<O> Policy<O> for Race<false> {
+    type Out = O;
+
+    fn output(
+        &mut self,
+        _: usize,
+        out: O,
+        _: &'static str,
+        stopped: &mut dyn FnMut() -> Vec<Branch>,
+    ) -> Option<O> {
+        stopped();
+        Some(out)
+    }
+
+    fn done(&mut self, _: &'static str) -> O {
+        panic!(
+            "gather!(policy = race; for ..) ran over an empty iterator: a race with no branch \
+             has no outcome to return"
+        )
+    }
+
+    fn timed_out(&mut self, _: Vec<Branch>, _: usize) -> O {
+        unreachable!("gather!: race without a timeout timed out")
     }
 }
 
-impl<I, C, F> Race<I, C, F>
-where
-    I: Iterator,
-    C: FnMut(I::Item) -> F,
-    F: Future,
-{
-    /// The first output of any kind; the other branches are cancelled.
-    ///
-    /// # Panics
-    ///
-    /// When the iterator is empty: a race with no branch has no outcome to return.
-    pub fn poll(&mut self, cx: &Context<'_>) -> Poll<F::Output> {
-        self.engine.begin(cx);
-        match self.engine.step() {
-            Step::Finished(_, out) => {
-                self.engine.cancel_all();
-                Poll::Ready(out)
-            }
-            Step::Pending => Poll::Pending,
-            Step::Done => panic!(
-                "gather!(policy = race; for ..) ran over an empty iterator: a race with no \
-                 branch has no outcome to return"
-            ),
-        }
+impl<O> Policy<O> for Race<true> {
+    type Out = Option<O>;
+
+    fn output(
+        &mut self,
+        _: usize,
+        out: O,
+        _: &'static str,
+        stopped: &mut dyn FnMut() -> Vec<Branch>,
+    ) -> Option<Option<O>> {
+        stopped();
+        Some(Some(out))
     }
 
-    /// Cancels every running branch at the deadline.
-    pub fn timed_out(&mut self) -> Option<F::Output> {
-        self.engine.cancel_all();
+    fn done(&mut self, _: &'static str) -> Option<O> {
+        panic!(
+            "gather!(policy = race; for ..) ran over an empty iterator: a race with no branch \
+             has no outcome to return"
+        )
+    }
+
+    fn timed_out(&mut self, _: Vec<Branch>, _: usize) -> Option<O> {
         None
     }
 }
 
-impl<I, C, F, E> RaceOk<I, C, F, E> {
-    /// Race_ok over `engine`.
-    pub fn new(engine: Engine<I, C, F>) -> Self {
-        RaceOk {
-            engine,
-            errors: Vec::new(),
-        }
-    }
-}
+impl<R: BranchResult> Policy<R> for RaceOk<R::Err> {
+    type Out = Result<R::Ok, Error<R::Err>>;
 
-impl<I, C, F, T, E> RaceOk<I, C, F, E>
-where
-    I: Iterator,
-    C: FnMut(I::Item) -> F,
-    F: Future,
-    F::Output: BranchResult<Ok = T, Err = E>,
-{
-    /// The first success, the other branches cancelled; or, when every branch failed, every
-    /// failure in input order (none over an empty iterator).
-    pub fn poll(&mut self, cx: &Context<'_>) -> Poll<Result<T, Error<E>>> {
-        self.engine.begin(cx);
-        loop {
-            match self.engine.step() {
-                Step::Finished(index, out) => match out.into_result() {
-                    Ok(value) => {
-                        self.engine.cancel_all();
-                        return Poll::Ready(Ok(value));
-                    }
-                    Err(error) => self.errors.push((index, error)),
-                },
-                Step::Pending => return Poll::Pending,
-                Step::Done => {
-                    let name = self.engine.name;
-                    let errors = core::mem::take(&mut self.errors);
-                    return Poll::Ready(Err(failures(errors, |_| name)));
-                }
+    fn output(
+        &mut self,
+        index: usize,
+        out: R,
+        _: &'static str,
+        stopped: &mut dyn FnMut() -> Vec<Branch>,
+    ) -> Option<Self::Out> {
+        match out.into_result() {
+            Ok(value) => {
+                stopped();
+                Some(Ok(value))
+            }
+            Err(error) => {
+                self.errors.push((index, error));
+                None
             }
         }
     }
 
-    /// Cancels every running branch at the deadline.
-    pub fn timed_out(&mut self) -> Result<T, Error<E>> {
-        Err(Error::TimedOut {
-            pending: self.engine.cancel_all(),
-        })
+    /// Every failure in input order (none over an empty iterator).
+    fn done(&mut self, name: &'static str) -> Self::Out {
+        Err(failures(core::mem::take(&mut self.errors), |_| name))
+    }
+
+    fn timed_out(&mut self, pending: Vec<Branch>, _: usize) -> Self::Out {
+        Err(Error::TimedOut { pending })
+    }
+
+    fn keep_finished(out: &mut Self::Out, reaper: &Reaper) {
+        reaper.keep_finished(out);
+    }
+}
+
+/// A dynamic-form gather: the engine, the policy, and the outcome it ends with once the tasks
+/// of the branches it cancelled are gone.
+///
+/// `Out` is the policy's outcome type; it is a parameter of its own, and the struct has no
+/// bounds, so that a body that is not a future is reported once, where it is written.
+#[must_use = "a gather does nothing unless polled"]
+pub struct Driver<I, C, F, P, Out> {
+    engine: Engine<I, C, F>,
+    policy: P,
+    ending: Option<Out>,
+}
+
+impl<I, C, F, P, Out> core::fmt::Debug for Driver<I, C, F, P, Out> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Driver")
+            .field("engine", &self.engine)
+            .field("ending", &self.ending.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<I, C, F, P: Default, Out> Driver<I, C, F, P, Out> {
+    /// A gather over `engine` under policy `P`.
+    pub fn new(engine: Engine<I, C, F>) -> Self {
+        Driver {
+            engine,
+            policy: P::default(),
+            ending: None,
+        }
+    }
+}
+
+impl<I, C, F, P, Out> Driver<I, C, F, P, Out>
+where
+    I: Iterator,
+    C: FnMut(usize, I::Item) -> F,
+    F: Future,
+    P: Policy<F::Output, Out = Out>,
+{
+    /// Whether the gather is ending: it waits only for the tasks it aborted.
+    pub fn is_ending(&self) -> bool {
+        self.ending.is_some() || self.engine.reaper.ends_in_panic()
+    }
+
+    /// Polls the branches; the policy's outcome once it has one and every task it aborted is
+    /// gone.
+    pub fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Out> {
+        if !self.is_ending() {
+            self.engine.begin(cx);
+            loop {
+                match self.engine.step() {
+                    Step::Finished(index, out) => {
+                        let Driver { engine, policy, .. } = self;
+                        let name = engine.name;
+                        if let Some(end) =
+                            policy.output(index, out, name, &mut || engine.cancel_all())
+                        {
+                            self.ending = Some(end);
+                            break;
+                        }
+                    }
+                    Step::Pending => return Poll::Pending,
+                    Step::Done => return Poll::Ready(self.policy.done(self.engine.name)),
+                    Step::Trouble => break,
+                }
+            }
+        }
+        self.poll_end(cx)
+    }
+
+    /// Ends the gather at its deadline: cancels every running branch.
+    pub fn time_out(&mut self) {
+        let started = self.engine.branches.len();
+        let pending = self.engine.cancel_all();
+        self.ending = Some(self.policy.timed_out(pending, started));
+    }
+
+    fn poll_end(&mut self, cx: &mut Context<'_>) -> Poll<Out> {
+        if self.engine.reaper.poll_reaped(cx).is_pending() {
+            return Poll::Pending;
+        }
+        self.engine.reaper.resume_panic();
+        let Some(mut out) = self.ending.take() else {
+            unreachable!("gather!: ended without an outcome");
+        };
+        P::keep_finished(&mut out, &self.engine.reaper);
+        Poll::Ready(out)
     }
 }

@@ -295,9 +295,11 @@
 
 mod dynamic;
 mod error;
+mod guard;
 mod slot;
 
 pub use error::{Branch, Error};
+pub use guard::{AbortGuard, spawn};
 
 /// Runs several futures side by side and returns only when none of them is left running.
 ///
@@ -328,7 +330,11 @@ macro_rules! gather {
 /// Not public API: what the code `gather!` expands to needs.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::dynamic::{Cancel, Engine, Finish, Race, RaceOk, Settle};
+    pub use crate::dynamic::{Cancel, Driver, Engine, Finish, Race, RaceOk, Settle};
+    pub use crate::guard::{
+        Adopt, AdoptAny, AdoptJoinHandle, Adopted, Reaper, SpawnAdopted, SpawnNeedsSendAndStatic,
+        Spawned, take_trouble,
+    };
     pub use crate::slot::{BranchResult, Record, SameError, Slot, failed, timed_out};
     pub use core::convert::Infallible;
     pub use gather_macros::gather_impl;

@@ -10,6 +10,7 @@ use core::pin::Pin;
 use core::task::{Context, Poll};
 
 use crate::error::{Branch, Error};
+use crate::guard::Reaper;
 
 /// A branch's future, then what the gather keeps of its output. Built by `gather!` with a
 /// struct literal, so that the `pin!` inside it lives as long as the gather's block.
@@ -349,17 +350,21 @@ impl<F, O> Slot<'_, F, O> {
         stopped: &mut Vec<Branch>,
     ) {
         if self.fut.is_some() {
-            self.fut.set(None);
+            self.drop_future(index);
             if index < record.started {
                 stopped.push(Branch::__new(index, names[index]));
             }
         }
     }
 
-    /// Drops the branch future if it is still running.
+    /// Drops the branch future if it is still running. Called inside the gather's reaping
+    /// scope: a task the future owned is awaited before the gather returns.
     #[inline]
-    pub fn drop_future(&mut self) {
-        self.fut.set(None);
+    pub fn drop_future(&mut self, index: usize) {
+        if let Some(fut) = self.fut.as_mut().as_pin_mut() {
+            Reaper::mark(index, core::ptr::from_ref(&*fut).addr());
+            self.fut.set(None);
+        }
     }
 
     /// What the gather kept of the output. Called once, after the branch has finished.

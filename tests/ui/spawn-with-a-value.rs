@@ -4,8 +4,8 @@ async fn fetch(n: u32) -> Result<u32, String> {
     Ok(n)
 }
 
-async fn spawn() {
-    let _ = gather!(spawn; fetch(1), fetch(2));
+async fn run() {
+    let _ = gather!(spawn = true; fetch(1), fetch(2));
 }
 
 fn main() {}

@@ -1,0 +1,562 @@
+//! Tokio tasks that are never detached: [`AbortGuard`], [`spawn`], and the scope through which
+//! a gather awaits the tasks it aborts.
+//!
+//! Dropping a tokio `JoinHandle` detaches its task; dropping an [`AbortGuard`] aborts it. Rust
+//! has no async drop, so a drop cannot wait for the task to be gone. A gather can: while it
+//! cancels its branches, it opens a *reaping scope* on its thread, and every guard dropped in
+//! that scope hands its aborted task to the gather, which awaits them all before it returns.
+
+use core::future::Future;
+use core::pin::Pin;
+use core::task::{Context, Poll};
+use std::any::Any;
+use std::cell::RefCell;
+
+use tokio::task::{JoinError, JoinHandle};
+
+/// A tokio task that is aborted when its guard is dropped: a `JoinHandle` that never detaches.
+///
+/// `AbortGuard<T>` is a future of the task's output. Awaiting it gives `T`; if the task
+/// panicked, the panic is resumed in the awaiting task with its original payload, so a panic
+/// is never mistaken for a value.
+///
+/// Aborting is a request: tokio stops the task at its next `.await`, or at once if it is
+/// waiting. To know that the task is gone, await it after aborting, which
+/// [`cancel`](AbortGuard::cancel) does. A `gather!` that ends early does this for every
+/// guard it drops, so that no task of it is left running when it returns.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// use std::time::Duration;
+///
+/// let guard = gather::spawn(async { 6 * 7 });
+/// assert_eq!(guard.await, 42);
+///
+/// let slow = gather::spawn(tokio::time::sleep(Duration::from_secs(3600)));
+/// // Dropping `slow` here would abort the task; `cancel` aborts it and waits until it is gone.
+/// assert_eq!(slow.cancel().await, None);
+/// # }
+/// ```
+///
+/// The task's output must be `Send + 'static`, as for any task spawned with `tokio::spawn`.
+#[must_use = "dropping an AbortGuard aborts its task at once"]
+pub struct AbortGuard<T: Send + 'static> {
+    /// `None` once the task's outcome has been taken, or while the guard is being dropped.
+    handle: Option<JoinHandle<T>>,
+}
+
+impl<T: Send + 'static> core::fmt::Debug for AbortGuard<T> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let mut s = f.debug_struct("AbortGuard");
+        if let Some(handle) = &self.handle {
+            s.field("id", &handle.id());
+            s.field("finished", &handle.is_finished());
+        }
+        s.finish()
+    }
+}
+
+/// Spawns `future` on the current tokio runtime and returns the guard that owns the task.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let sum = gather::spawn(async { (1..=10).sum::<u32>() });
+/// assert_eq!(sum.await, 55);
+/// # }
+/// ```
+///
+/// # Panics
+///
+/// Outside a tokio runtime, with a message that says one is needed.
+#[track_caller]
+pub fn spawn<F>(future: F) -> AbortGuard<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        panic!(
+            "gather: spawning a task needs a tokio runtime, and there is none on this thread; \
+             run this code inside one (e.g. #[tokio::main]), or drop `spawn` to run in place"
+        );
+    };
+    AbortGuard::new(runtime.spawn(future))
+}
+
+impl<T: Send + 'static> AbortGuard<T> {
+    /// Takes ownership of a task: from now on, dropping the guard aborts it.
+    pub fn new(handle: JoinHandle<T>) -> Self {
+        AbortGuard {
+            handle: Some(handle),
+        }
+    }
+
+    /// Asks tokio to stop the task at its next `.await`. The guard can still be awaited: see
+    /// [`cancel`](AbortGuard::cancel).
+    pub fn abort(&self) {
+        if let Some(handle) = &self.handle {
+            handle.abort();
+        }
+    }
+
+    /// Whether the task has ended: finished, panicked or aborted.
+    pub fn is_finished(&self) -> bool {
+        self.handle.as_ref().is_none_or(JoinHandle::is_finished)
+    }
+
+    /// Aborts the task and waits until it is gone. Gives its output if it finished before the
+    /// abort took effect, `None` if the abort stopped it.
+    ///
+    /// # Panics
+    ///
+    /// Resumes the task's panic if it panicked before the abort took effect; panics if the
+    /// guard was already awaited to its end.
+    pub async fn cancel(mut self) -> Option<T> {
+        self.abort();
+        match core::future::poll_fn(|cx| self.poll_join(cx)).await {
+            Ok(output) => Some(output),
+            Err(error) => match error.try_into_panic() {
+                Ok(payload) => std::panic::resume_unwind(payload),
+                Err(_) => None,
+            },
+        }
+    }
+
+    /// Polls the task without resuming its panic. Once it gives the outcome, the guard lets go
+    /// of the task, which is gone.
+    fn poll_join(&mut self, cx: &mut Context<'_>) -> Poll<Result<T, JoinError>> {
+        let Some(handle) = self.handle.as_mut() else {
+            panic!("gather: an AbortGuard was polled after its task's outcome was taken");
+        };
+        let outcome = core::task::ready!(Pin::new(handle).poll(cx));
+        self.handle = None;
+        Poll::Ready(outcome)
+    }
+
+    /// Aborts the task and hands it to the reaping scope; `branch` is the address of the
+    /// branch future that owns this guard, by which the scope knows the task as that branch's.
+    fn abort_branch(&mut self, branch: usize) {
+        if let Some(handle) = self.handle.take() {
+            handle.abort();
+            reap(handle, Some(branch));
+        }
+    }
+}
+
+impl<T: Send + 'static> Future for AbortGuard<T> {
+    type Output = T;
+
+    /// # Panics
+    ///
+    /// Resumes the task's panic; panics if the task was cancelled from outside (a stray abort,
+    /// or the runtime shutting down), since there is then no output to give.
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+        self.poll_join(cx).map(|result| match result {
+            Ok(output) => output,
+            Err(error) => match error.try_into_panic() {
+                Ok(payload) => std::panic::resume_unwind(payload),
+                Err(_) => panic!(
+                    "gather: a task behind an AbortGuard was cancelled from outside (aborted \
+                     elsewhere, or its runtime shut down), so it has no output"
+                ),
+            },
+        })
+    }
+}
+
+impl<T: Send + 'static> Drop for AbortGuard<T> {
+    fn drop(&mut self) {
+        if let Some(handle) = self.handle.take() {
+            handle.abort();
+            reap(handle, None);
+        }
+    }
+}
+
+/// A branch of a `spawn` gather: its task, behind a guard. Its output is the branch future's;
+/// a panic or an outside cancellation of the task is not resumed here but reported to the
+/// gather (see [`take_trouble`]), which first aborts and awaits the other branches.
+#[must_use = "a gather branch does nothing unless polled"]
+pub struct Spawned<T: Send + 'static> {
+    guard: AbortGuard<T>,
+    index: usize,
+}
+
+impl<T: Send + 'static> core::fmt::Debug for Spawned<T> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Spawned")
+            .field("index", &self.index)
+            .field("guard", &self.guard)
+            .finish()
+    }
+}
+
+impl<T: Send + 'static> Spawned<T> {
+    /// Spawns the branch at `index` of a gather.
+    #[track_caller]
+    pub fn new<F>(future: F, index: usize) -> Self
+    where
+        F: Future<Output = T> + Send + 'static,
+    {
+        Spawned {
+            guard: spawn(future),
+            index,
+        }
+    }
+}
+
+impl<T: Send + 'static> Future for Spawned<T> {
+    type Output = T;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+        let index = self.index;
+        match self.guard.poll_join(cx) {
+            Poll::Ready(Ok(output)) => Poll::Ready(output),
+            Poll::Ready(Err(error)) => {
+                TROUBLE.with(|trouble| {
+                    trouble.borrow_mut().get_or_insert((index, error));
+                });
+                // The gather looks for trouble right after this poll, and ends.
+                Poll::Pending
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<T: Send + 'static> Drop for Spawned<T> {
+    fn drop(&mut self) {
+        let me = core::ptr::from_ref(self).addr();
+        self.guard.abort_branch(me);
+    }
+}
+
+/// A branch that is a tokio `JoinHandle`, adopted so that it is never detached: its output is
+/// the handle's own, `Result<T, JoinError>`, and when the gather cancels it, its task is aborted
+/// and awaited.
+#[must_use = "a gather branch does nothing unless polled"]
+pub struct Adopted<T: Send + 'static> {
+    guard: AbortGuard<T>,
+}
+
+impl<T: Send + 'static> core::fmt::Debug for Adopted<T> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Adopted")
+            .field("guard", &self.guard)
+            .finish()
+    }
+}
+
+impl<T: Send + 'static> Future for Adopted<T> {
+    type Output = Result<T, JoinError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.guard.poll_join(cx)
+    }
+}
+
+impl<T: Send + 'static> Drop for Adopted<T> {
+    fn drop(&mut self) {
+        let me = core::ptr::from_ref(self).addr();
+        self.guard.abort_branch(me);
+    }
+}
+
+/// Turns a branch expression into its future. `(&&Adopt::new(expr)).adopt()` picks, by
+/// autoref, [`AdoptJoinHandle`] for a tokio `JoinHandle` and [`AdoptAny`] for anything else;
+/// that is how a `JoinHandle` branch is recognised by its type at the call site.
+pub struct Adopt<T>(core::cell::Cell<Option<T>>);
+
+impl<T> core::fmt::Debug for Adopt<T> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("Adopt")
+    }
+}
+
+impl<T> Adopt<T> {
+    /// Wraps a branch expression's value.
+    pub fn new(value: T) -> Self {
+        Adopt(core::cell::Cell::new(Some(value)))
+    }
+
+    fn take(&self) -> T {
+        match self.0.take() {
+            Some(value) => value,
+            None => unreachable!("gather! adopts each branch once"),
+        }
+    }
+}
+
+/// A `JoinHandle` branch becomes an [`Adopted`] one.
+pub trait AdoptJoinHandle<T: Send + 'static> {
+    /// The branch, with its task behind a guard.
+    fn adopt(&self) -> Adopted<T>;
+}
+
+impl<T: Send + 'static> AdoptJoinHandle<T> for Adopt<JoinHandle<T>> {
+    fn adopt(&self) -> Adopted<T> {
+        Adopted {
+            guard: AbortGuard::new(self.take()),
+        }
+    }
+}
+
+/// Any other branch is itself.
+pub trait AdoptAny<T> {
+    /// The branch as it is.
+    fn adopt(&self) -> T;
+}
+
+impl<T> AdoptAny<T> for &Adopt<T> {
+    fn adopt(&self) -> T {
+        self.take()
+    }
+}
+
+/// Under `spawn`, an adopted `JoinHandle` branch stays as it is: its task is already spawned.
+pub trait SpawnAdopted<T: Send + 'static> {
+    /// The branch as it is.
+    fn spawn_or_drop_spawn_to_run_in_place(&self, index: usize) -> Adopted<T>;
+}
+
+impl<T: Send + 'static> SpawnAdopted<T> for Adopt<Adopted<T>> {
+    fn spawn_or_drop_spawn_to_run_in_place(&self, _index: usize) -> Adopted<T> {
+        self.take()
+    }
+}
+
+/// Under `spawn`, any other branch is spawned on a task of its own.
+pub trait SpawnNeedsSendAndStatic<F> {
+    /// Spawns the branch at `index`.
+    fn spawn_or_drop_spawn_to_run_in_place(&self, index: usize) -> Spawned<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static;
+}
+
+impl<F> SpawnNeedsSendAndStatic<F> for &Adopt<F> {
+    #[track_caller]
+    fn spawn_or_drop_spawn_to_run_in_place(&self, index: usize) -> Spawned<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        Spawned::new(self.take(), index)
+    }
+}
+
+thread_local! {
+    /// A spawned branch whose task panicked or was cancelled from outside, reported by its
+    /// poll for the gather that polled it.
+    static TROUBLE: RefCell<Option<(usize, JoinError)>> = const { RefCell::new(None) };
+}
+
+/// The spawned branch whose task panicked or was cancelled from outside during the last poll
+/// of a gather's branches, if any.
+pub fn take_trouble() -> Option<(usize, JoinError)> {
+    TROUBLE.with(|trouble| trouble.borrow_mut().take())
+}
+
+/// How an aborted task ended, once awaited.
+#[derive(Debug)]
+pub(crate) enum Ended {
+    /// It finished before the abort took effect.
+    Finished,
+    /// The abort stopped it.
+    Aborted,
+    /// It panicked before the abort took effect.
+    Panicked(Box<dyn Any + Send>),
+}
+
+/// An aborted task to await, its output type erased.
+trait Reaped: Send {
+    fn poll_ended(&mut self, cx: &mut Context<'_>) -> Poll<Ended>;
+}
+
+impl<T: Send> Reaped for JoinHandle<T> {
+    fn poll_ended(&mut self, cx: &mut Context<'_>) -> Poll<Ended> {
+        Pin::new(self).poll(cx).map(|result| match result {
+            Ok(_) => Ended::Finished,
+            Err(error) => match error.try_into_panic() {
+                Ok(payload) => Ended::Panicked(payload),
+                Err(_) => Ended::Aborted,
+            },
+        })
+    }
+}
+
+/// One aborted task: which branch of the gather it was (when the guard was the branch itself),
+/// and the task.
+struct Reap {
+    branch: Option<usize>,
+    task: Box<dyn Reaped>,
+}
+
+struct Scope {
+    /// The branch being cancelled, while the gather drops it: its index and the address of
+    /// its future. A guard dropped with it is that branch's own task only if the guard's
+    /// owner is the branch future itself, not a future nested inside it.
+    branch: Option<(usize, usize)>,
+    reaped: Vec<Reap>,
+}
+
+thread_local! {
+    /// The reaping scope of the gather that is cancelling branches on this thread, if any.
+    static SCOPE: RefCell<Option<Scope>> = const { RefCell::new(None) };
+}
+
+/// Hands an aborted task to the gather whose reaping scope is open, if any; otherwise the task
+/// is only aborted, as any dropped guard's is. `owner` is the address of the branch future
+/// that held the guard, when that future is one of gather's own wrappers.
+fn reap<T: Send + 'static>(handle: JoinHandle<T>, owner: Option<usize>) {
+    // `try_with`: a guard dropped while the thread ends has no scope to go to.
+    let _ = SCOPE.try_with(|scope| {
+        if let Ok(mut scope) = scope.try_borrow_mut()
+            && let Some(scope) = scope.as_mut()
+        {
+            let branch = match (scope.branch, owner) {
+                (Some((index, address)), Some(owner)) if address == owner => Some(index),
+                _ => None,
+            };
+            scope.reaped.push(Reap {
+                branch,
+                task: Box::new(handle),
+            });
+        }
+    });
+}
+
+/// The tasks a gather aborted and still has to await, how they ended, and the panic the
+/// gather must resume once they are gone.
+#[derive(Default)]
+pub struct Reaper {
+    pending: Vec<Reap>,
+    /// Branches whose own task finished before its abort took effect.
+    finished: Vec<usize>,
+    panic: Option<Box<dyn Any + Send>>,
+    /// A spawned branch whose task was cancelled from outside: the message to panic with.
+    outside: Option<String>,
+}
+
+impl core::fmt::Debug for Reaper {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Reaper")
+            .field("pending", &self.pending.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Reaper {
+    /// Runs `cancel` (the drops of a gather's branches) with a reaping scope open, and keeps
+    /// every task aborted by it, to await in [`poll_reaped`](Reaper::poll_reaped).
+    pub fn collect<R>(&mut self, cancel: impl FnOnce() -> R) -> R {
+        let outer = SCOPE.with(|scope| {
+            scope.borrow_mut().replace(Scope {
+                branch: None,
+                reaped: Vec::new(),
+            })
+        });
+        // Restores the outer scope even if a drop panics.
+        struct Restore(Option<Option<Scope>>);
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                if let Some(outer) = self.0.take() {
+                    let _ = SCOPE.try_with(|scope| *scope.borrow_mut() = outer);
+                }
+            }
+        }
+        let mut restore = Restore(Some(outer));
+        let result = cancel();
+        let outer = restore.0.take().expect("set above");
+        let ours = SCOPE.with(|scope| core::mem::replace(&mut *scope.borrow_mut(), outer));
+        if let Some(ours) = ours {
+            self.pending.extend(ours.reaped);
+        }
+        result
+    }
+
+    /// Marks the branch whose drop follows (its index, and the address of its future), so
+    /// that its own task is known as that branch's.
+    pub fn mark(index: usize, address: usize) {
+        SCOPE.with(|scope| {
+            if let Some(scope) = scope.borrow_mut().as_mut() {
+                scope.branch = Some((index, address));
+            }
+        });
+    }
+
+    /// Awaits every collected task. Ready once all are gone.
+    pub fn poll_reaped(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut i = 0;
+        while i < self.pending.len() {
+            match self.pending[i].task.poll_ended(cx) {
+                Poll::Pending => i += 1,
+                Poll::Ready(ended) => {
+                    let reap = self.pending.swap_remove(i);
+                    match ended {
+                        Ended::Finished => self.finished.extend(reap.branch),
+                        Ended::Aborted => {}
+                        Ended::Panicked(payload) => {
+                            self.panic.get_or_insert(payload);
+                        }
+                    }
+                }
+            }
+        }
+        if self.pending.is_empty() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+
+    /// Records the trouble of spawned branch `index` (see [`take_trouble`]): its panic, to
+    /// resume once every other task is gone, or its cancellation from outside.
+    pub fn trouble(&mut self, index: usize, name: &str, error: JoinError) {
+        match error.try_into_panic() {
+            Ok(payload) => {
+                self.panic.get_or_insert(payload);
+            }
+            Err(_) => {
+                self.outside.get_or_insert_with(|| {
+                    format!(
+                        "gather!: the task of branch {index} `{name}` was cancelled from outside \
+                         (aborted elsewhere, or its runtime shut down), so it has no outcome"
+                    )
+                });
+            }
+        }
+    }
+
+    /// Whether the gather ends in a panic, once its tasks are gone.
+    pub fn ends_in_panic(&self) -> bool {
+        self.panic.is_some() || self.outside.is_some()
+    }
+
+    /// Resumes the first panic (of a branch, or of a task aborted too late), once every task is
+    /// gone: a panic is never dropped on the way out.
+    pub fn resume_panic(&mut self) {
+        if let Some(payload) = self.panic.take() {
+            std::panic::resume_unwind(payload);
+        }
+        if let Some(message) = self.outside.take() {
+            panic!("{message}");
+        }
+    }
+
+    /// Takes out of `cancelled` or `pending` the branches whose task finished before its abort
+    /// took effect: they were not cancelled.
+    pub fn keep_finished<T, E>(&self, result: &mut Result<T, crate::Error<E>>) {
+        if self.finished.is_empty() {
+            return;
+        }
+        if let Err(crate::Error::Failed {
+            cancelled: branches,
+            ..
+        })
+        | Err(crate::Error::TimedOut { pending: branches }) = result
+        {
+            branches.retain(|b| !self.finished.contains(&b.index()));
+        }
+    }
+}
