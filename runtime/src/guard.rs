@@ -173,46 +173,71 @@ impl<T: Send + 'static> Drop for AbortGuard<T> {
     }
 }
 
-/// A branch of a `spawn` gather: its task, behind a guard. Its output is the branch future's;
+/// A branch of a `spawn` gather: its future until the branch starts (its first poll, which
+/// `limit` may hold back), then its task, behind a guard. Its output is the branch future's;
 /// a panic or an outside cancellation of the task is not resumed here but reported to the
 /// gather (see [`take_trouble`]), which first aborts and awaits the other branches.
 #[must_use = "a gather branch does nothing unless polled"]
-pub struct Spawned<T: Send + 'static> {
-    guard: AbortGuard<T>,
+pub struct Spawned<F: Future>
+where
+    F::Output: Send + 'static,
+{
+    waiting: Option<F>,
+    guard: Option<AbortGuard<F::Output>>,
     index: usize,
 }
 
-impl<T: Send + 'static> core::fmt::Debug for Spawned<T> {
+// The future is only ever moved into `tokio::spawn`, never polled here, so nothing is pinned
+// through a `Spawned`.
+impl<F: Future> Unpin for Spawned<F> where F::Output: Send + 'static {}
+
+impl<F: Future> core::fmt::Debug for Spawned<F>
+where
+    F::Output: Send + 'static,
+{
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Spawned")
             .field("index", &self.index)
+            .field("started", &self.waiting.is_none())
             .field("guard", &self.guard)
             .finish()
     }
 }
 
-impl<T: Send + 'static> Spawned<T> {
-    /// Spawns the branch at `index` of a gather.
-    #[track_caller]
-    pub fn new<F>(future: F, index: usize) -> Self
-    where
-        F: Future<Output = T> + Send + 'static,
-    {
+impl<F> Spawned<F>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    /// The branch at `index` of a gather, spawned when it starts.
+    pub fn new(future: F, index: usize) -> Self {
         Spawned {
-            guard: spawn(future),
+            waiting: Some(future),
+            guard: None,
             index,
         }
     }
 }
 
-impl<T: Send + 'static> Future for Spawned<T> {
-    type Output = T;
+impl<F> Future for Spawned<F>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    type Output = F::Output;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
-        let index = self.index;
-        match self.guard.poll_join(cx) {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = &mut *self;
+        if let Some(future) = this.waiting.take() {
+            this.guard = Some(spawn(future));
+        }
+        let Some(guard) = this.guard.as_mut() else {
+            panic!("gather: a spawned branch was polled after its outcome was taken");
+        };
+        match guard.poll_join(cx) {
             Poll::Ready(Ok(output)) => Poll::Ready(output),
             Poll::Ready(Err(error)) => {
+                let index = this.index;
                 TROUBLE.with(|trouble| {
                     trouble.borrow_mut().get_or_insert((index, error));
                 });
@@ -224,10 +249,15 @@ impl<T: Send + 'static> Future for Spawned<T> {
     }
 }
 
-impl<T: Send + 'static> Drop for Spawned<T> {
+impl<F: Future> Drop for Spawned<F>
+where
+    F::Output: Send + 'static,
+{
     fn drop(&mut self) {
         let me = core::ptr::from_ref(self).addr();
-        self.guard.abort_branch(me);
+        if let Some(guard) = self.guard.as_mut() {
+            guard.abort_branch(me);
+        }
     }
 }
 
@@ -327,16 +357,15 @@ impl<T: Send + 'static> SpawnAdopted<T> for Adopt<Adopted<T>> {
 
 /// Under `spawn`, any other branch is spawned on a task of its own.
 pub trait SpawnNeedsSendAndStatic<F> {
-    /// Spawns the branch at `index`.
-    fn spawn_or_drop_spawn_to_run_in_place(&self, index: usize) -> Spawned<F::Output>
+    /// Spawns the branch at `index` when it starts.
+    fn spawn_or_drop_spawn_to_run_in_place(&self, index: usize) -> Spawned<F>
     where
         F: Future + Send + 'static,
         F::Output: Send + 'static;
 }
 
 impl<F> SpawnNeedsSendAndStatic<F> for &Adopt<F> {
-    #[track_caller]
-    fn spawn_or_drop_spawn_to_run_in_place(&self, index: usize) -> Spawned<F::Output>
+    fn spawn_or_drop_spawn_to_run_in_place(&self, index: usize) -> Spawned<F>
     where
         F: Future + Send + 'static,
         F::Output: Send + 'static,

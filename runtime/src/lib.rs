@@ -34,6 +34,7 @@
 //! OPTION   := policy = cancel | finish | settle | race | race_ok
 //!           | timeout = DURATION      a core::time::Duration for the whole gather
 //!           | limit = N               at most N branches in flight (a usize, at least 1)
+//!           | spawn                   run each branch as a tokio task behind an abort guard
 //! BRANCHES := BRANCH (, BRANCH)* [,]
 //!           | for PAT in ITER => FUTURE    the dynamic form: one branch per item
 //! BRANCH   := [LABEL =] FUTURE
@@ -42,8 +43,7 @@
 //! A branch is anything that implements [`IntoFuture`]. With no options part the policy is
 //! `cancel`. Options end with `;`: `gather!(policy = finish, limit = 4; a, b, c)`; without the
 //! `;`, the names `policy`, `timeout`, `limit` and `spawn` cannot label the first branch.
-//! `gather!(...)`, `gather![...]` and `gather!{...}` are the same. The `spawn` option of the
-//! design is not available yet: using it is a compile error that says so.
+//! `gather!(...)`, `gather![...]` and `gather!{...}` are the same.
 //!
 //! # Policies
 //!
@@ -202,6 +202,63 @@
 //! # }
 //! ```
 //!
+//! ## `spawn`: branches on tokio tasks, never detached
+//!
+//! `spawn` runs each branch as a task of the current tokio runtime, held by an
+//! [`AbortGuard`]: branches then run in parallel on the runtime's worker threads. When the
+//! gather ends early (a failure under `cancel`, a race won, the deadline, a panic), every other
+//! task is aborted **and awaited** before `gather!` returns, so that no task of it is still
+//! running; with `limit`, a task is spawned only when its branch starts, so at most `limit`
+//! tasks exist at once. A panic in a task ends the gather: the other tasks are aborted and
+//! awaited, then the panic is resumed in the caller with its original payload. A task
+//! cancelled from outside (a runtime shutting down) ends the gather with a panic that names
+//! the branch.
+//!
+//! ```
+//! use gather::gather;
+//!
+//! fn checksum(data: &[u8]) -> u64 {
+//!     data.iter().map(|&b| u64::from(b)).sum()
+//! }
+//!
+//! # #[tokio::main(flavor = "multi_thread", worker_threads = 2)] async fn main() {
+//! let left = vec![1u8; 1 << 19];
+//! let right = vec![2u8; 1 << 19];
+//! // Two CPU-bound branches, each on a worker thread of its own.
+//! let (l, r) = gather!(policy = settle, spawn;
+//!     async move { checksum(&left) },
+//!     async move { checksum(&right) },
+//! );
+//! assert_eq!((l, r), (1 << 19, 2 << 19));
+//! # }
+//! ```
+//!
+//! Use `spawn` for CPU work and for parallelism across threads. Leave it out to borrow from
+//! the caller (spawned branches must be `'static`), to run `!Send` futures, to run without a
+//! tokio runtime, or simply to save the cost of a task per branch: in place, the branches
+//! still run concurrently, inside the caller's task. A `spawn` branch that is not `Send` or not
+//! `'static` is a compile error under the branch.
+//!
+//! ## `JoinHandle` branches
+//!
+//! A branch that is a tokio `JoinHandle`, with or without `spawn`, is never detached: when it
+//! loses a race, is cancelled or times out, its task is aborted and awaited, as with `spawn`.
+//! Its output stays the handle's own, `Result<T, JoinError>`. It is recognised by its type
+//! where `gather!` is written: a handle inside an `async` block, or behind a generic
+//! `F: Future`, is an ordinary future, and dropping it detaches its task as tokio does.
+//!
+//! ```
+//! # use std::time::Duration; use tokio::time::sleep;
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+//! let slow = tokio::spawn(async { sleep(Duration::from_secs(60)).await; "slow" });
+//! let fast = tokio::spawn(async { sleep(Duration::from_millis(5)).await; "fast" });
+//! let first = gather::gather!(policy = race; slow, fast);
+//! assert_eq!(first.unwrap(), "fast");
+//! // The slow task was aborted, and awaited: it is gone.
+//! assert_eq!(tokio::runtime::Handle::current().metrics().num_alive_tasks(), 0);
+//! # }
+//! ```
+//!
 //! # The dynamic form
 //!
 //! `for PAT in ITER => FUTURE` runs one branch per item of `ITER` and gives the outputs as a
@@ -266,21 +323,27 @@
 //!
 //! # Guarantees
 //!
-//! 1. When `gather!` returns (a value, an error or a panic), no branch is running: every
-//!    branch future has been dropped.
+//! 1. When `gather!` returns (a value, an error or a panic), no branch is running: in place,
+//!    every branch future has been dropped; with `spawn`, every task has been aborted **and
+//!    awaited**.
 //! 2. After a branch fails under `cancel`, no sibling is polled again; the siblings are dropped
 //!    before the error is returned, in the same poll that saw the failure, at any number of
 //!    branches, in the fixed form and the dynamic form alike. The same holds for the losers
 //!    of a race and for the branches a deadline cancels.
-//! 3. Dropping the future that contains `gather!` drops every branch.
-//! 4. A panicking branch drops its siblings, then the panic reaches the caller unchanged. A
-//!    panic is never turned into a value.
-//! 5. Branches run in place, inside the caller's task: nothing is spawned, no runtime is
-//!    needed (any executor works) unless `timeout` is used, and branches need not be `Send`
-//!    or `'static`.
-//! 6. Misuse is a compile error at the tokens at fault, saying what to write instead.
-//! 7. The code `gather!` expands to is `Send` whenever every branch and output is, so a
+//! 3. Dropping the future that contains `gather!` drops every in-place branch and aborts every
+//!    spawned task (tokio stops it at its next `.await`; Rust has no async drop, so this one
+//!    path cannot wait).
+//! 4. A panicking branch cancels its siblings first, then the panic reaches the caller
+//!    unchanged (resumed from a spawned task). A panic is never turned into a value.
+//! 5. A branch that is itself a tokio `JoinHandle` is never detached: when it loses or is
+//!    cancelled, its task is aborted and awaited, as with `spawn`.
+//! 6. In place, no runtime is needed (any executor works; `!Send` futures are fine) unless
+//!    `timeout` is used; `spawn` needs a tokio runtime and `Send + 'static` branches.
+//! 7. Misuse is a compile error at the tokens at fault, saying what to write instead.
+//! 8. The code `gather!` expands to is `Send` whenever every branch and output is, so a
 //!    function using it can be spawned on a multi-threaded runtime.
+//! 9. A spawned branch whose task is cancelled from outside ends the gather with a panic that
+//!    names the branch; it is never mistaken for a success or an error value.
 //!
 //! # What cancelling a branch means
 //!
