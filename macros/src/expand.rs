@@ -240,20 +240,20 @@ fn fixed(
 
     // Each policy gives: what to do after a pass (end early on a failure or a winner), and
     // the value once no branch is left running, in tail position.
-    let (after_pass, done) = match gather.policy {
+    let (pass, after_pass, done) = match gather.policy {
         Policy::Cancel => {
             let steps = step("poll_cancel", true);
             let end = end_with(quote! {
                 ::core::result::Result::Err(#k::__private::failed(#index, #names, #error, #stopped))
             });
             let after = quote! {
-                #label: { #(#steps)* }
                 if let ::core::option::Option::Some((#index, #error)) = #record.take_failure() {
                     #stop_all
                     #end
                 }
             };
-            (after, quote!(::core::result::Result::Ok(#all_outputs)))
+            let done = quote!(::core::result::Result::Ok(#all_outputs));
+            (quote!(#label: { #(#steps)* }), after, done)
         }
         Policy::Finish => {
             let steps = step("poll_finish", false);
@@ -263,7 +263,7 @@ fn fixed(
                     ::core::option::Option::None => ::core::result::Result::Ok(#all_outputs),
                 }
             };
-            (quote!(#(#steps)*), done)
+            (quote!(#(#steps)*), quote!(), done)
         }
         Policy::Settle => {
             let steps = step("poll_settle", false);
@@ -272,36 +272,32 @@ fn fixed(
             } else {
                 quote!(( #( #slots.take(), )* ))
             };
-            (quote!(#(#steps)*), done)
+            (quote!(#(#steps)*), quote!(), done)
         }
         Policy::Race => {
             let steps = step("poll_race", true);
             let end = end_with(wrap_some(gather, quote!(#out)));
             let after = quote! {
-                #label: { #(#steps)* }
                 if let ::core::option::Option::Some(#index) = #record.winner() {
                     #drop_all
                     #winner
                     #end
                 }
             };
-            (after, quote!())
+            (quote!(#label: { #(#steps)* }), after, quote!())
         }
         Policy::RaceOk => {
             let steps = step("poll_race_ok", true);
             let end = end_with(quote!(::core::result::Result::Ok(#out)));
             let after = quote! {
-                #label: { #(#steps)* }
                 if let ::core::option::Option::Some(#index) = #record.winner() {
                     #drop_all
                     #winner
                     #end
                 }
             };
-            (
-                after,
-                quote!(::core::result::Result::Err(#record.take_failures(#names))),
-            )
+            let done = quote!(::core::result::Result::Err(#record.take_failures(#names)));
+            (quote!(#label: { #(#steps)* }), after, done)
         }
     };
 
@@ -367,8 +363,10 @@ fn fixed(
                 break #run;
             }
             #record.begin();
-            #after_pass
+            #pass
+            // A task's panic outranks any outcome seen in the same pass.
             #on_trouble
+            #after_pass
             if #record.pending() {
                 #on_deadline
                 return ::core::task::Poll::Pending;

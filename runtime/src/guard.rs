@@ -148,16 +148,17 @@ impl<T: Send + 'static> Future for AbortGuard<T> {
 
     /// # Panics
     ///
-    /// Resumes the task's panic; panics if the task was cancelled from outside (a stray abort,
-    /// or the runtime shutting down), since there is then no output to give.
+    /// Resumes the task's panic; panics if the task was cancelled (by [`abort`](Self::abort),
+    /// a stray abort, or the runtime shutting down), since there is then no output to give.
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
         self.poll_join(cx).map(|result| match result {
             Ok(output) => output,
             Err(error) => match error.try_into_panic() {
                 Ok(payload) => std::panic::resume_unwind(payload),
                 Err(_) => panic!(
-                    "gather: a task behind an AbortGuard was cancelled from outside (aborted \
-                     elsewhere, or its runtime shut down), so it has no output"
+                    "gather: the task behind this AbortGuard was cancelled (by `abort`, from \
+                     outside, or by its runtime shutting down), so it has no output; `cancel()` \
+                     aborts and waits without panicking"
                 ),
             },
         })
