@@ -5,6 +5,7 @@
 //! turns their errors into `compile_error!`.
 
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod ast;
 mod expand;

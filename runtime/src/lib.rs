@@ -355,6 +355,7 @@
 //! finishes it, or use `policy = finish` / `settle`, which never cancel.
 
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod dynamic;
 mod error;
