@@ -360,6 +360,7 @@
 mod dynamic;
 mod error;
 mod guard;
+pub mod guide;
 mod slot;
 
 pub use error::{Branch, Error};
