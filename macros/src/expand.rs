@@ -163,6 +163,7 @@ fn fixed(
                 let mut #slot = #k::__private::Slot {
                     fut: ::core::pin::pin!(::core::option::Option::Some(#future)),
                     out: ::core::option::Option::None,
+                    trace: #k::__private::BranchSpan::NONE,
                 };
             }
         });
@@ -172,11 +173,11 @@ fn fixed(
         Policy::Settle | Policy::Race => quote!(#k::__private::Infallible),
         Policy::Cancel | Policy::Finish | Policy::RaceOk => quote!(_),
     };
-    let count = branches.len();
+    let policy_name = gather.policy.name();
     let setup = quote! {
         #(#slot_lets)*
         let #names: &'static [&'static str] = &[ #(#name_lits),* ];
-        let mut #record = #k::__private::Record::<#error_type>::new(#limit, #count);
+        let mut #record = #k::__private::Record::<#error_type>::new(#limit, #names, #policy_name);
         let mut #reaper = #k::__private::Reaper::default();
         let mut #ending = ::core::option::Option::None;
     };
@@ -214,7 +215,7 @@ fn fixed(
         });
     };
     let drop_all = quote! {
-        #reaper.collect(|| { #( #slots.drop_future(#indices); )* });
+        #reaper.collect(|| { #( #slots.drop_future(#indices, &#record); )* });
     };
     // The winner's output; a branch whose output type differs fails to match the others here.
     let winner = {
@@ -306,6 +307,7 @@ fn fixed(
     let on_trouble = gather.spawn.then(|| {
         quote! {
             if let ::core::option::Option::Some((#index, #error)) = #k::__private::take_trouble() {
+                #record.troubled(#index);
                 #drop_all
                 #reaper.trouble(#index, #names[#index], #error);
                 break #run;
@@ -332,6 +334,7 @@ fn fixed(
         };
         quote! {
             if ::core::future::Future::poll(#deadline.as_mut(), #cx).is_ready() {
+                #record.timed_out();
                 #end
             }
         }
@@ -430,9 +433,10 @@ fn dynamic(
     // The closure is spanned at the body, so that rustc names it by the caller's file.
     let make = quote_spanned!(span=> |#index: usize, #pat| { #future });
     let spawn = gather.spawn;
+    let policy_name = gather.policy.name();
     let setup = quote! {
         let mut #driver = #k::__private::Driver::<_, _, _, #k::__private::#policy, _>::new(
-            #k::__private::Engine::new(#iter, #make, #limit, #name, #spawn),
+            #k::__private::Engine::new(#iter, #make, #limit, #name, #spawn, #policy_name),
         );
     };
     let on_deadline = gather.timeout.as_ref().map(|_| {

@@ -16,6 +16,18 @@ pub(crate) enum Policy {
     RaceOk,
 }
 
+impl Policy {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Policy::Cancel => "cancel",
+            Policy::Finish => "finish",
+            Policy::Settle => "settle",
+            Policy::Race => "race",
+            Policy::RaceOk => "race_ok",
+        }
+    }
+}
+
 const POLICIES: [(&str, Policy); 5] = [
     ("cancel", Policy::Cancel),
     ("finish", Policy::Finish),

@@ -13,6 +13,7 @@ use std::task::Wake;
 use crate::error::{Branch, Error};
 use crate::guard::{Reaper, take_trouble};
 use crate::slot::{BranchResult, failures};
+use crate::trace::{BranchSpan, GatherSpan, Outcome};
 
 /// The indices woken since the gather last looked, and the gather's own waker.
 #[derive(Default)]
@@ -66,6 +67,7 @@ impl Wake for BranchWaker {
 struct Entry<F> {
     fut: Option<Pin<Box<F>>>,
     waker: Waker,
+    span: BranchSpan,
 }
 
 /// What one step of the engine found.
@@ -103,6 +105,7 @@ pub struct Engine<I, C, F> {
     drained: bool,
     name: &'static str,
     reaper: Reaper,
+    trace: GatherSpan,
 }
 
 impl<I, C, F> core::fmt::Debug for Engine<I, C, F> {
@@ -122,12 +125,20 @@ where
 {
     /// An engine over `iter`, making each branch with `make` (given the item's index and the
     /// item) when it starts, running at most `limit` at once. `name` names every branch in
-    /// errors; `spawn` says that branches are spawned tasks.
+    /// errors; `spawn` says that branches are spawned tasks; `policy` names the policy in the
+    /// gather's span (under the `tracing` feature).
     ///
     /// The bounds on `make` are here, where the body's closure is written, so that its
     /// argument's type is known inside the body (`for s in &words => f(s.len())`). `F: Future`
     /// is left to the policies, so that a body that is not a future is reported once.
-    pub fn new(iter: I, make: C, limit: usize, name: &'static str, spawn: bool) -> Self {
+    pub fn new(
+        iter: I,
+        make: C,
+        limit: usize,
+        name: &'static str,
+        spawn: bool,
+        policy: &'static str,
+    ) -> Self {
         Engine {
             iter: Some(iter),
             make,
@@ -140,6 +151,7 @@ where
             drained: false,
             name,
             reaper: Reaper::default(),
+            trace: GatherSpan::new(policy),
         }
     }
 }
@@ -210,9 +222,12 @@ where
             shared: Arc::clone(&self.shared),
             index,
         }));
+        let mut span = BranchSpan::NONE;
+        span.start(&self.trace, index, self.name);
         self.branches.push(Entry {
             fut: Some(fut),
             waker,
+            span,
         });
         self.running += 1;
         index
@@ -223,7 +238,11 @@ where
         let Some(fut) = entry.fut.as_mut() else {
             return Step::Pending;
         };
-        match fut.as_mut().poll(&mut Context::from_waker(&entry.waker)) {
+        let waker = &entry.waker;
+        match entry
+            .span
+            .poll(|| fut.as_mut().poll(&mut Context::from_waker(waker)))
+        {
             Poll::Ready(out) => {
                 entry.fut = None;
                 self.running -= 1;
@@ -233,7 +252,7 @@ where
                 if self.spawn
                     && let Some((_, error)) = take_trouble()
                 {
-                    self.cancel_all();
+                    self.stop_all(Outcome::Cancelled, Some(index));
                     self.reaper.trouble(index, self.name, error);
                     return Step::Trouble;
                 }
@@ -245,6 +264,13 @@ where
     /// Drops every running branch, in index order, inside the reaping scope, and names each;
     /// branches that never started are not named, and the iterator is not advanced again.
     fn cancel_all(&mut self) -> Vec<Branch> {
+        self.stop_all(Outcome::Cancelled, None)
+    }
+
+    /// Drops every running branch, in index order, inside the reaping scope, and names each;
+    /// branches that never started are not named, and the iterator is not advanced again.
+    /// Their spans record `stop`, but `troubled`'s records that it panicked.
+    fn stop_all(&mut self, stop: Outcome, troubled: Option<usize>) -> Vec<Branch> {
         self.iter = None;
         self.running = 0;
         let Engine {
@@ -259,11 +285,22 @@ where
                 if let Some(fut) = entry.fut.take() {
                     Reaper::mark(index, core::ptr::from_ref(&*fut).addr());
                     drop(fut);
+                    let outcome = if troubled == Some(index) {
+                        Outcome::Panicked
+                    } else {
+                        stop
+                    };
+                    entry.span.end(outcome);
                     stopped.push(Branch::__new(index, name));
                 }
             }
             stopped
         })
+    }
+
+    /// Records how the finished branch `index` ended, in its span.
+    fn finished(&mut self, index: usize, outcome: Outcome) {
+        self.branches[index].span.end(outcome);
     }
 }
 
@@ -286,6 +323,10 @@ pub trait Policy<O> {
     fn timed_out(&mut self, pending: Vec<Branch>, started: usize) -> Self::Out;
     /// Takes out of an error the branches whose task finished before its abort took effect.
     fn keep_finished(_out: &mut Self::Out, _reaper: &Reaper) {}
+    /// Whether a branch's output is a failure (for its span, under the `tracing` feature).
+    fn is_error(_out: &O) -> bool {
+        false
+    }
 }
 
 /// Puts `value` at `index` of `outs`, which grows as branches start.
@@ -365,6 +406,10 @@ impl<E> Default for RaceOk<E> {
 }
 
 impl<R: BranchResult> Policy<R> for Cancel<R::Ok> {
+    fn is_error(out: &R) -> bool {
+        out.is_err()
+    }
+
     type Out = Result<Vec<R::Ok>, Error<R::Err>>;
 
     fn output(
@@ -401,6 +446,10 @@ impl<R: BranchResult> Policy<R> for Cancel<R::Ok> {
 }
 
 impl<R: BranchResult> Policy<R> for Finish<R::Ok, R::Err> {
+    fn is_error(out: &R) -> bool {
+        out.is_err()
+    }
+
     type Out = Result<Vec<R::Ok>, Error<R::Err>>;
 
     fn output(
@@ -536,6 +585,10 @@ impl<O> Policy<O> for Race<true> {
 }
 
 impl<R: BranchResult> Policy<R> for RaceOk<R::Err> {
+    fn is_error(out: &R) -> bool {
+        out.is_err()
+    }
+
     type Out = Result<R::Ok, Error<R::Err>>;
 
     fn output(
@@ -623,6 +676,12 @@ where
             loop {
                 match self.engine.step() {
                     Step::Finished(index, out) => {
+                        let outcome = if P::is_error(&out) {
+                            Outcome::Error
+                        } else {
+                            Outcome::Ok
+                        };
+                        self.engine.finished(index, outcome);
                         let Driver { engine, policy, .. } = self;
                         let name = engine.name;
                         if let Some(end) =
@@ -644,7 +703,7 @@ where
     /// Ends the gather at its deadline: cancels every running branch.
     pub fn time_out(&mut self) {
         let started = self.engine.branches.len();
-        let pending = self.engine.cancel_all();
+        let pending = self.engine.stop_all(Outcome::TimedOut, None);
         self.ending = Some(self.policy.timed_out(pending, started));
     }
 

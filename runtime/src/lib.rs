@@ -321,6 +321,15 @@
 //! in the poll that sees it. Above, `primary` failed at its first poll, before `replica` was
 //! polled at all; `replica` was dropped all the same, and `cancelled` names it.
 //!
+//! # Tracing
+//!
+//! With the `tracing` feature (`gather = { version = "0.1", features = ["tracing"] }`), each
+//! gather opens a `gather` span (field `policy`), and under it one `branch` span per branch
+//! (fields `index`, `branch` — its label or source text — and `outcome`), entered while the
+//! branch is polled, so a branch's own events belong to it. When the branch ends, `outcome`
+//! records how: `ok`, `error`, `cancelled`, `timed out` or `panicked`. Without the feature
+//! none of this code exists.
+//!
 //! # Guarantees
 //!
 //! 1. When `gather!` returns (a value, an error or a panic), no branch is running: in place,
@@ -362,6 +371,7 @@ mod error;
 mod guard;
 pub mod guide;
 mod slot;
+mod trace;
 
 pub use error::{Branch, Error};
 pub use guard::{AbortGuard, spawn};
@@ -401,6 +411,7 @@ pub mod __private {
         Spawned, take_trouble,
     };
     pub use crate::slot::{BranchResult, Record, SameError, Slot, failed, timed_out};
+    pub use crate::trace::BranchSpan;
     pub use core::convert::Infallible;
     pub use gather_macros::gather_impl;
     pub use std::vec::Vec;

@@ -11,6 +11,7 @@ use core::task::{Context, Poll};
 
 use crate::error::{Branch, Error};
 use crate::guard::Reaper;
+use crate::trace::{BranchSpan, GatherSpan, Outcome};
 
 /// A branch's future, then what the gather keeps of its output. Built by `gather!` with a
 /// struct literal, so that the `pin!` inside it lives as long as the gather's block.
@@ -23,6 +24,8 @@ pub struct Slot<'a, F, O> {
     pub fut: Pin<&'a mut Option<F>>,
     /// What the gather keeps of the branch's output, until it takes it.
     pub out: Option<O>,
+    /// The branch's span under the `tracing` feature; nothing without it.
+    pub trace: BranchSpan,
 }
 
 impl<F, O> core::fmt::Debug for Slot<'_, F, O> {
@@ -50,6 +53,8 @@ pub trait BranchResult {
     type Err;
     /// The output as a `Result`.
     fn into_result(self) -> Result<Self::Ok, Self::Err>;
+    /// Whether the output is an error.
+    fn is_err(&self) -> bool;
 }
 
 impl<T, E> BranchResult for Result<T, E> {
@@ -58,6 +63,10 @@ impl<T, E> BranchResult for Result<T, E> {
     #[inline]
     fn into_result(self) -> Result<T, E> {
         self
+    }
+    #[inline]
+    fn is_err(&self) -> bool {
+        Result::is_err(self)
     }
 }
 
@@ -75,14 +84,21 @@ pub struct Record<E> {
     /// Branches start in order: those below `started` have started.
     started: usize,
     running: usize,
+    names: &'static [&'static str],
+    /// How a branch the gather stops now ends: cancelled, or timed out.
+    stop: Outcome,
+    /// The spawned branch whose task panicked, if one did.
+    troubled: Option<usize>,
+    trace: GatherSpan,
 }
 
 impl<E> Record<E> {
-    /// An empty record for a gather of `branches` branches that runs at most `limit` at once
-    /// (`usize::MAX` without the option). The first `limit` branches start with the gather.
+    /// An empty record for a gather under `policy` of the branches named `names`, that runs
+    /// at most `limit` at once (`usize::MAX` without the option). The first `limit` branches
+    /// start with the gather.
     #[inline]
-    pub fn new(limit: usize, branches: usize) -> Self {
-        let started = limit.min(branches);
+    pub fn new(limit: usize, names: &'static [&'static str], policy: &'static str) -> Self {
+        let started = limit.min(names.len());
         Record {
             pending: false,
             failure: None,
@@ -91,6 +107,30 @@ impl<E> Record<E> {
             limit,
             started,
             running: started,
+            names,
+            stop: Outcome::Cancelled,
+            troubled: None,
+            trace: GatherSpan::new(policy),
+        }
+    }
+
+    /// The branches about to be stopped are stopped by the deadline.
+    #[inline]
+    pub fn timed_out(&mut self) {
+        self.stop = Outcome::TimedOut;
+    }
+
+    /// The task of spawned branch `index` panicked or was cancelled from outside.
+    #[inline]
+    pub fn troubled(&mut self, index: usize) {
+        self.troubled = Some(index);
+    }
+
+    fn stop_outcome(&self, index: usize) -> Outcome {
+        if self.troubled == Some(index) {
+            Outcome::Panicked
+        } else {
+            self.stop
         }
     }
 
@@ -229,7 +269,8 @@ impl<F, O> Slot<'_, F, O> {
         if !record.admit(index) {
             return Poll::Pending;
         }
-        match fut.poll(cx) {
+        self.trace.start(&record.trace, index, record.names[index]);
+        match self.trace.poll(|| fut.poll(cx)) {
             Poll::Ready(out) => {
                 self.fut.set(None);
                 record.running -= 1;
@@ -253,6 +294,7 @@ impl<F, O> Slot<'_, F, O> {
         F: Future<Output = O>,
     {
         if let Poll::Ready(Some(out)) = self.poll_fut(cx, record, index) {
+            self.trace.end(Outcome::Ok);
             self.out = Some(out);
         }
     }
@@ -270,6 +312,7 @@ impl<F, O> Slot<'_, F, O> {
         F: Future<Output = O>,
     {
         if let Poll::Ready(Some(out)) = self.poll_fut(cx, record, index) {
+            self.trace.end(Outcome::Ok);
             self.out = Some(out);
             record.winner = Some(index);
             return true;
@@ -289,8 +332,12 @@ impl<F, O> Slot<'_, F, O> {
         let record = record.record();
         if let Poll::Ready(Some(out)) = self.poll_fut(cx, record, index) {
             match out.into_result() {
-                Ok(value) => self.out = Some(value),
+                Ok(value) => {
+                    self.trace.end(Outcome::Ok);
+                    self.out = Some(value);
+                }
                 Err(error) => {
+                    self.trace.end(Outcome::Error);
                     record.failure = Some((index, error));
                     return true;
                 }
@@ -310,8 +357,14 @@ impl<F, O> Slot<'_, F, O> {
         let record = record.record();
         if let Poll::Ready(Some(out)) = self.poll_fut(cx, record, index) {
             match out.into_result() {
-                Ok(value) => self.out = Some(value),
-                Err(error) => record.errors.push((index, error)),
+                Ok(value) => {
+                    self.trace.end(Outcome::Ok);
+                    self.out = Some(value);
+                }
+                Err(error) => {
+                    self.trace.end(Outcome::Error);
+                    record.errors.push((index, error));
+                }
             }
         }
     }
@@ -329,11 +382,15 @@ impl<F, O> Slot<'_, F, O> {
         if let Poll::Ready(Some(out)) = self.poll_fut(cx, record, index) {
             match out.into_result() {
                 Ok(value) => {
+                    self.trace.end(Outcome::Ok);
                     self.out = Some(value);
                     record.winner = Some(index);
                     return true;
                 }
-                Err(error) => record.errors.push((index, error)),
+                Err(error) => {
+                    self.trace.end(Outcome::Error);
+                    record.errors.push((index, error));
+                }
             }
         }
         false
@@ -350,7 +407,7 @@ impl<F, O> Slot<'_, F, O> {
         stopped: &mut Vec<Branch>,
     ) {
         if self.fut.is_some() {
-            self.drop_future(index);
+            self.drop_future(index, record);
             if index < record.started {
                 stopped.push(Branch::__new(index, names[index]));
             }
@@ -360,10 +417,11 @@ impl<F, O> Slot<'_, F, O> {
     /// Drops the branch future if it is still running. Called inside the gather's reaping
     /// scope: a task the future owned is awaited before the gather returns.
     #[inline]
-    pub fn drop_future(&mut self, index: usize) {
+    pub fn drop_future<E>(&mut self, index: usize, record: &Record<E>) {
         if let Some(fut) = self.fut.as_mut().as_pin_mut() {
             Reaper::mark(index, core::ptr::from_ref(&*fut).addr());
             self.fut.set(None);
+            self.trace.end(record.stop_outcome(index));
         }
     }
 
