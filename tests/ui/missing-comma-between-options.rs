@@ -1,0 +1,11 @@
+use gather::gather;
+
+async fn fetch(n: u32) -> Result<u32, String> {
+    Ok(n)
+}
+
+async fn run() {
+    let _ = gather!(policy = finish limit = 2; fetch(1), fetch(2));
+}
+
+fn main() {}
