@@ -218,3 +218,38 @@ proptest::proptest! {
         }
     }
 }
+
+/// Every token of `stream`, inside groups too.
+fn count_tokens(stream: TokenStream) -> usize {
+    stream
+        .into_iter()
+        .map(|tt| match tt {
+            TokenTree::Group(group) => 2 + count_tokens(group.stream()),
+            _ => 1,
+        })
+        .sum()
+}
+
+/// The expansion grows by the same number of tokens for every branch added, under every
+/// policy and option: linear in the branch count (tokio's `join!` grows quadratically).
+#[test]
+fn expansion_grows_linearly_with_the_branch_count() {
+    let size = |options: &str, n: usize| {
+        let branches: Vec<String> = (0..n).map(|i| format!("fetch({i})")).collect();
+        let out = expand(&format!("{options} {}", branches.join(", ")));
+        assert!(!out.contains("compile_error"), "{out}");
+        count_tokens(out.parse().expect("valid tokens"))
+    };
+    for options in [
+        "",
+        "policy = finish;",
+        "policy = settle, timeout = d;",
+        "policy = race, limit = 2;",
+        "policy = race_ok, spawn;",
+    ] {
+        let (s3, s12, s48) = (size(options, 3), size(options, 12), size(options, 48));
+        let per_branch = (s12 - s3) / 9;
+        assert_eq!((s12 - s3) % 9, 0, "{options}: {s3} {s12} {s48}");
+        assert_eq!(s48 - s12, 36 * per_branch, "{options}: {s3} {s12} {s48}");
+    }
+}
