@@ -10,6 +10,10 @@
 //!   exactly when a branch may go on and poll counts are exact.
 //! - [`InFlight`]: counts the futures it tracks that have started and not yet ended, and the
 //!   most that were ever in flight at once, to check a concurrency limit.
+//! - [`Live`]: counts the futures it tracks that exist at all, polled or not, to check that
+//!   every branch was dropped.
+//! - [`yields`] and [`Wakes`], for tests that poll by hand: a future that is pending a given
+//!   number of times and wakes itself each time, and a waker that counts its wakes.
 //!
 //! ```
 //! use gather_tests::{Gate, Journal, poll_once};
@@ -32,7 +36,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 /// What a probe (or the test itself, with [`Journal::mark`]) saw happen.
@@ -425,4 +429,191 @@ impl<F> Drop for Tracked<F> {
 /// Polls `fut` once with a waker that does nothing: the test polls again by hand.
 pub fn poll_once<F: Future + ?Sized>(fut: Pin<&mut F>) -> Poll<F::Output> {
     fut.poll(&mut Context::from_waker(Waker::noop()))
+}
+
+#[derive(Debug, Default)]
+struct LiveCounts {
+    now: AtomicUsize,
+    made: AtomicUsize,
+    finished: AtomicUsize,
+    dropped: AtomicUsize,
+}
+
+/// Counts the futures it [`track`](Live::track)s that exist: made and not yet dropped, whether
+/// they were ever polled or not. Cloning gives another handle to the same counts.
+///
+/// Where [`InFlight`] sees only futures that started, `Live` also sees a branch that `limit`
+/// held back, or that was built and never polled: `now() == 0` means every tracked future is
+/// gone.
+///
+/// ```
+/// use gather_tests::{Live, poll_once, yields};
+/// use std::pin::pin;
+///
+/// let live = Live::new();
+/// let mut a = pin!(live.track(yields(1)));
+/// let b = live.track(yields(1));
+/// assert_eq!((live.now(), live.made()), (2, 2));
+/// drop(b); // never polled, and gone
+/// assert!(poll_once(a.as_mut()).is_pending());
+/// assert!(poll_once(a.as_mut()).is_ready());
+/// assert_eq!((live.now(), live.finished(), live.dropped()), (1, 1, 1));
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct Live {
+    counts: Arc<LiveCounts>,
+}
+
+impl Live {
+    /// Counts at zero.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Wraps `fut` so that it counts as live until it is dropped.
+    pub fn track<F: Future>(&self, fut: F) -> Alive<F> {
+        self.counts.made.fetch_add(1, Ordering::SeqCst);
+        self.counts.now.fetch_add(1, Ordering::SeqCst);
+        Alive {
+            fut: Box::pin(fut),
+            counts: Arc::clone(&self.counts),
+            finished: false,
+        }
+    }
+
+    /// How many tracked futures exist now.
+    pub fn now(&self) -> usize {
+        self.counts.now.load(Ordering::SeqCst)
+    }
+
+    /// How many tracked futures were ever made.
+    pub fn made(&self) -> usize {
+        self.counts.made.load(Ordering::SeqCst)
+    }
+
+    /// How many tracked futures have finished (returned `Poll::Ready`).
+    pub fn finished(&self) -> usize {
+        self.counts.finished.load(Ordering::SeqCst)
+    }
+
+    /// How many tracked futures were dropped before they finished.
+    pub fn dropped(&self) -> usize {
+        self.counts.dropped.load(Ordering::SeqCst)
+    }
+}
+
+/// A future that counts in a [`Live`] until it is dropped. Made by [`Live::track`]; it is
+/// `Send` when the future it wraps is.
+#[must_use = "a tracked future does nothing unless polled"]
+pub struct Alive<F> {
+    fut: Pin<Box<F>>,
+    counts: Arc<LiveCounts>,
+    finished: bool,
+}
+
+impl<F> fmt::Debug for Alive<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Alive")
+            .field("finished", &self.finished)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F: Future> Future for Alive<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        assert!(
+            !self.finished,
+            "a tracked future was polled after it finished"
+        );
+        let out = self.fut.as_mut().poll(cx);
+        if out.is_ready() {
+            self.finished = true;
+            self.counts.finished.fetch_add(1, Ordering::SeqCst);
+        }
+        out
+    }
+}
+
+impl<F> Drop for Alive<F> {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.counts.dropped.fetch_add(1, Ordering::SeqCst);
+        }
+        self.counts.now.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A future that is pending `n` times, waking its waker each time, then finishes: a branch
+/// that makes progress at every poll, under any executor or by hand, and needs no runtime.
+pub fn yields(n: usize) -> Yields {
+    Yields { left: n }
+}
+
+/// The future of [`yields`].
+#[derive(Debug)]
+#[must_use = "yields does nothing unless polled"]
+pub struct Yields {
+    left: usize,
+}
+
+impl Future for Yields {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.left == 0 {
+            return Poll::Ready(());
+        }
+        self.left -= 1;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+/// A waker that counts its wakes, for tests that poll by hand. `Arc::strong_count` of it tells
+/// whether anything still keeps a clone of the waker.
+///
+/// ```
+/// use gather_tests::Wakes;
+/// use std::sync::Arc;
+///
+/// let wakes = Wakes::new();
+/// let waker = wakes.waker();
+/// waker.wake_by_ref();
+/// waker.clone().wake();
+/// assert_eq!(wakes.count(), 2);
+/// drop(waker);
+/// assert_eq!(Arc::strong_count(&wakes), 1);
+/// ```
+#[derive(Debug, Default)]
+pub struct Wakes {
+    count: AtomicUsize,
+}
+
+impl Wakes {
+    /// A counter at zero, shared with the wakers it makes.
+    pub fn new() -> Arc<Self> {
+        Arc::default()
+    }
+
+    /// A waker that counts its wakes here.
+    pub fn waker(self: &Arc<Self>) -> Waker {
+        Waker::from(Arc::clone(self))
+    }
+
+    /// How many wakes so far.
+    pub fn count(&self) -> usize {
+        self.count.load(Ordering::SeqCst)
+    }
+}
+
+impl Wake for Wakes {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.count.fetch_add(1, Ordering::SeqCst);
+    }
 }

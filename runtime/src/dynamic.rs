@@ -37,7 +37,8 @@ impl Shared {
 }
 
 /// The waker of one branch. It may outlive the gather (a timer can keep it): then it only
-/// touches the shared queue, which nobody reads any more.
+/// touches the shared queue, which nobody reads any more, and wakes the gather's task at most
+/// once more, which is harmless.
 struct BranchWaker {
     shared: Arc<Shared>,
     index: usize,

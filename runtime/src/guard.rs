@@ -428,6 +428,8 @@ struct Scope {
     /// owner is the branch future itself, not a future nested inside it.
     branch: Option<(usize, usize)>,
     reaped: Vec<Reap>,
+    /// A panic that a gather cancelled inside this scope still had to resume.
+    panic: Option<Box<dyn Any + Send>>,
 }
 
 thread_local! {
@@ -476,6 +478,34 @@ impl core::fmt::Debug for Reaper {
     }
 }
 
+/// A gather cancelled while it was still awaiting the tasks it aborted (its caller gave up,
+/// or an outer gather cancelled it) hands them, and a panic it still had to resume, to the
+/// gather whose reaping scope is open, if any: that gather awaits them before it returns.
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        if let Some(message) = self.outside.take() {
+            self.panic.get_or_insert(Box::new(message));
+        }
+        if self.pending.is_empty() && self.panic.is_none() {
+            return;
+        }
+        let _ = SCOPE.try_with(|scope| {
+            if let Ok(mut scope) = scope.try_borrow_mut()
+                && let Some(scope) = scope.as_mut()
+            {
+                // These tasks were the inner gather's branches, not the outer one's.
+                scope.reaped.extend(self.pending.drain(..).map(|reap| Reap {
+                    branch: None,
+                    task: reap.task,
+                }));
+                if let Some(payload) = self.panic.take() {
+                    scope.panic.get_or_insert(payload);
+                }
+            }
+        });
+    }
+}
+
 impl Reaper {
     /// Runs `cancel` (the drops of a gather's branches) with a reaping scope open, and keeps
     /// every task aborted by it, to await in [`poll_reaped`](Reaper::poll_reaped).
@@ -484,6 +514,7 @@ impl Reaper {
             scope.borrow_mut().replace(Scope {
                 branch: None,
                 reaped: Vec::new(),
+                panic: None,
             })
         });
         // Restores the outer scope even if a drop panics.
@@ -501,6 +532,9 @@ impl Reaper {
         let ours = SCOPE.with(|scope| core::mem::replace(&mut *scope.borrow_mut(), outer));
         if let Some(ours) = ours {
             self.pending.extend(ours.reaped);
+            if let Some(payload) = ours.panic {
+                self.panic.get_or_insert(payload);
+            }
         }
         result
     }
