@@ -209,7 +209,7 @@ fn fixed(
     // scope: the tasks of adopted and spawned branches are awaited before the gather returns.
     let stop_all = quote! {
         let #stopped = #reaper.collect(|| {
-            let mut #stopped = #k::__private::Vec::new();
+            let mut #stopped = #k::__private::Vec::with_capacity(#names.len());
             #( #slots.cancel(#indices, #names, &#record, &mut #stopped); )*
             #stopped
         });
