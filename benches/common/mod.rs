@@ -1,0 +1,194 @@
+//! What every benchmark shares: gates the benchmark opens by hand, the workloads as scripts of
+//! gate openings, a fixed-seed shuffle, and the criterion settings that keep the suite short.
+//!
+//! A leaf future is a gate: pending until the benchmark opens it with `Ok(index)` or
+//! `Err(index)`, then ready. No timers and no I/O, so every contender does exactly the same
+//! leaf work and the times differ only by what the combinator itself costs.
+
+// Each benchmark binary uses a part of this module.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use criterion::Criterion;
+
+/// A gate not yet opened.
+pub(crate) const PENDING: u8 = 0;
+/// A gate that gives `Ok(index)`.
+pub(crate) const OK: u8 = 1;
+/// A gate that gives `Err(index)`.
+pub(crate) const ERR: u8 = 2;
+
+/// The digest of a run that ended with every branch's success; a failure or a race winner
+/// digests to its branch index.
+pub(crate) const ALL_OK: u64 = 1 << 40;
+
+/// Short measurements: the suite runs in about ten minutes on two cores. Every benchmark is
+/// one group per workload and contender count, so the settings apply to all of them.
+pub(crate) fn config() -> Criterion {
+    Criterion::default()
+        .warm_up_time(Duration::from_millis(200))
+        .measurement_time(Duration::from_millis(800))
+        .sample_size(20)
+}
+
+/// A tiny fixed-seed generator (PCG's LCG step), so that a shuffle and a race's winner are
+/// the same in every run and for every contender.
+pub(crate) struct Lcg(u64);
+
+impl Lcg {
+    pub(crate) fn new(seed: u64) -> Self {
+        Lcg(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    pub(crate) fn below(&mut self, n: usize) -> usize {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        // n is far below 2^31: the modulo bias is irrelevant to a benchmark.
+        usize::try_from(self.0 >> 33).expect("31 bits fit a usize") % n
+    }
+}
+
+/// How the gates of one run open.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Workload {
+    /// Every gate is open before the first poll.
+    Ready,
+    /// Every branch pending at the first poll, then every gate opened, then one poll.
+    AllWoken,
+    /// Gates opened one at a time, last index first, with a poll after each.
+    Reverse,
+    /// Gates opened one at a time in a fixed-seed shuffled order, with a poll after each.
+    Shuffled,
+    /// Everything pending; then the gate at this index opens with `Err`, and one poll.
+    Fail(usize),
+    /// Everything pending; then the gate at a fixed-seed random index opens with `Ok`.
+    Race,
+}
+
+impl Workload {
+    /// The workloads that end with every branch's success.
+    pub(crate) const SUCCESS: [Workload; 4] = [
+        Workload::Ready,
+        Workload::AllWoken,
+        Workload::Reverse,
+        Workload::Shuffled,
+    ];
+
+    /// A failure at 0, n/2 and n - 1 (at two branches, n/2 is n - 1).
+    pub(crate) fn failures(n: usize) -> Vec<Workload> {
+        let mut at = vec![0, n / 2, n - 1];
+        at.dedup();
+        at.into_iter().map(Workload::Fail).collect()
+    }
+
+    /// The group name: the workload, with a failure's position as first, middle or last.
+    pub(crate) fn name(self, n: usize) -> String {
+        match self {
+            Workload::Ready => "ready".into(),
+            Workload::AllWoken => "all-woken".into(),
+            Workload::Reverse => "reverse".into(),
+            Workload::Shuffled => "shuffled".into(),
+            Workload::Fail(0) => "fail-first".into(),
+            Workload::Fail(k) if k == n - 1 => "fail-last".into(),
+            Workload::Fail(_) => "fail-middle".into(),
+            Workload::Race => "race".into(),
+        }
+    }
+}
+
+/// One gate opening, and whether the driver polls after it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Step {
+    pub(crate) index: usize,
+    pub(crate) state: u8,
+    pub(crate) poll: bool,
+}
+
+/// A workload at one branch count, as the gates' state before the first poll and the
+/// openings after it. Built before the measurement, so that no contender pays for it.
+#[derive(Clone, Debug)]
+pub(crate) struct Plan {
+    pub(crate) preset: u8,
+    pub(crate) steps: Vec<Step>,
+    /// The digest every contender's run must give.
+    pub(crate) expected: u64,
+}
+
+impl Plan {
+    pub(crate) fn new(workload: Workload, n: usize) -> Plan {
+        let one = |index: usize, state: u8| Step {
+            index,
+            state,
+            poll: true,
+        };
+        let (preset, steps, expected) = match workload {
+            Workload::Ready => (OK, Vec::new(), ALL_OK),
+            Workload::AllWoken => {
+                let steps = (0..n)
+                    .map(|index| Step {
+                        index,
+                        state: OK,
+                        poll: index == n - 1,
+                    })
+                    .collect();
+                (PENDING, steps, ALL_OK)
+            }
+            Workload::Reverse => (PENDING, (0..n).rev().map(|i| one(i, OK)).collect(), ALL_OK),
+            Workload::Shuffled => {
+                let mut order: Vec<usize> = (0..n).collect();
+                let mut lcg = Lcg::new(0x5EED ^ n as u64);
+                for i in (1..n).rev() {
+                    order.swap(i, lcg.below(i + 1));
+                }
+                (
+                    PENDING,
+                    order.into_iter().map(|i| one(i, OK)).collect(),
+                    ALL_OK,
+                )
+            }
+            Workload::Fail(k) => (PENDING, vec![one(k, ERR)], k as u64),
+            Workload::Race => {
+                let winner = Plan::race_winner(n);
+                (PENDING, vec![one(winner, OK)], winner as u64)
+            }
+        };
+        Plan {
+            preset,
+            steps,
+            expected,
+        }
+    }
+
+    /// The branch that wins the race at `n` branches.
+    pub(crate) fn race_winner(n: usize) -> usize {
+        Lcg::new(0xACE ^ n as u64).below(n)
+    }
+}
+
+/// The digest of a run's result: `ALL_OK` for a success (whose value is only black-boxed),
+/// the failing branch's index for a failure.
+pub(crate) fn digest<T, E: Into<u64>>(result: Result<T, E>) -> u64 {
+    match result {
+        Ok(value) => {
+            std::hint::black_box(value);
+            ALL_OK
+        }
+        Err(index) => index.into(),
+    }
+}
+
+/// The digest of a race's result: the winner's index, from `Ok(index)`.
+pub(crate) fn winner<E>(result: Result<u32, E>) -> u64 {
+    match result {
+        Ok(index) => u64::from(index),
+        Err(_) => u64::MAX,
+    }
+}
+
+/// The failing branch's index, from a `gather!` error.
+pub(crate) fn into_index(error: gather::Error<u32>) -> u32 {
+    error.into_error().unwrap_or(u32::MAX)
+}
