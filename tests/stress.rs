@@ -235,6 +235,37 @@ fn nested_gathers_three_deep_cancelled_by_a_failure_at_the_top_drop_every_leaf()
     assert_eq!(live.now(), 0, "{} leaves outlived the gather", live.now());
 }
 
+/// Three levels of 100 branches each (a million leaves in all), middle gathers two inner
+/// gathers at a time: cut after a few polls of the top gather, dropping it drops every leaf
+/// that was made.
+#[test]
+fn nested_gathers_three_deep_with_100_branches_each_cancelled_from_the_top() {
+    let _serial = serial();
+    async fn inner(live: Live, seed: usize) -> Vec<usize> {
+        gather!(policy = settle; for m in 0..100 => live.track(after((seed + m) % 5, m)))
+    }
+    async fn middle(live: Live, i: usize) -> Vec<Vec<usize>> {
+        gather!(policy = settle, limit = 2; for j in 0..100 => inner(live.clone(), i + j))
+    }
+    let live = Live::new();
+    let mut top =
+        Box::pin(async { gather!(policy = settle; for i in 0..100 => middle(live.clone(), i)) });
+    assert!(poll_times(top.as_mut(), 3).is_none());
+    let (made, in_flight) = (live.made(), live.now());
+    assert!(
+        made >= 20_000 && in_flight > 0,
+        "{made} made, {in_flight} in flight"
+    );
+    drop(top);
+    assert_eq!(
+        live.now(),
+        0,
+        "{} of {made} leaves outlived the drop",
+        live.now()
+    );
+    assert_eq!(live.dropped(), made - live.finished());
+}
+
 /// A multi-thread runtime with two workers. The tests hold [`serial`] outside it, not across
 /// its `.await`s.
 fn two_workers() -> tokio::runtime::Runtime {
