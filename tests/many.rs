@@ -234,3 +234,36 @@ async fn forty_eight_branches_a_failure_at_index_47_cancels_every_running_siblin
             .all(|e| e.event == Event::Dropped)
     );
 }
+
+/// `step(log, i, (i * 37 % 100) + 1)` for `i` in `0..100`, written out: a fixed form of 100
+/// branches, each ending at its own instant.
+macro_rules! hundred_steps {
+    ($log:expr) => {
+        hundred_steps!(@ $log; []; [0 1 2 3 4 5 6 7 8 9]; [0 1 2 3 4 5 6 7 8 9]; [0 1 2 3 4 5 6 7 8 9])
+    };
+    (@ $log:expr; [$($done:expr,)*]; [$t:tt $($ts:tt)*]; [$u:tt $($us:tt)*]; $all:tt) => {
+        hundred_steps!(@ $log;
+            [$($done,)* step(&$log, $t * 10 + $u, (($t * 10 + $u) as u64 * 37 % 100) + 1),];
+            [$t $($ts)*]; [$($us)*]; $all)
+    };
+    (@ $log:expr; [$($done:expr,)*]; [$t:tt $($ts:tt)*]; []; [$($all:tt)*]) => {
+        hundred_steps!(@ $log; [$($done,)*]; [$($ts)*]; [$($all)*]; [$($all)*])
+    };
+    (@ $log:expr; [$($done:expr,)*]; []; $us:tt; $all:tt) => {
+        gather!(policy = settle; $($done,)*)
+    };
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_a_hundred_branches_a_wake_polls_only_its_own_branch() {
+    let log = Journal::new();
+    // Each branch sleeps once: one wake. A branch is polled at its first poll, once more if it
+    // was still waiting on the gather's own waker when another branch woke it (before its own
+    // waker existed), and once per wake of its own: at most 2 + wakes = 3 times, where polling
+    // every branch on every wake would poll the last one 100 times.
+    let _ = hundred_steps!(log);
+    let most = (0..100u8).map(|i| log.polls(&i.to_string())).max();
+    assert!(most.is_some_and(|n| (2..=3).contains(&n)), "{most:?}");
+    let total: usize = (0..100u8).map(|i| log.polls(&i.to_string())).sum();
+    assert!(total <= 100 * 3, "{total} polls for 100 branches");
+}

@@ -164,6 +164,7 @@ fn fixed(
                     fut: ::core::pin::pin!(::core::option::Option::Some(#future)),
                     out: ::core::option::Option::None,
                     trace: #k::__private::BranchSpan::NONE,
+                    own_waker: false,
                 };
             }
         });
@@ -365,7 +366,7 @@ fn fixed(
             if #ending.is_some() || #reaper.ends_in_panic() {
                 break #run;
             }
-            #record.begin();
+            #record.begin(#cx);
             #pass
             // A task's panic outranks any outcome seen in the same pass.
             #on_trouble

@@ -12,6 +12,7 @@ use core::task::{Context, Poll};
 use crate::error::{Branch, Error};
 use crate::guard::Reaper;
 use crate::trace::{BranchSpan, GatherSpan, Outcome};
+use crate::wake::Wakers;
 
 /// A branch's future, then what the gather keeps of its output. Built by `gather!` with a
 /// struct literal, so that the `pin!` inside it lives as long as the gather's block.
@@ -26,6 +27,9 @@ pub struct Slot<'a, F, O> {
     pub out: Option<O>,
     /// The branch's span under the `tracing` feature; nothing without it.
     pub trace: BranchSpan,
+    /// Whether the branch was last polled with its own waker: it is then polled again only
+    /// when that waker was woken.
+    pub own_waker: bool,
 }
 
 impl<F, O> core::fmt::Debug for Slot<'_, F, O> {
@@ -90,6 +94,8 @@ pub struct Record<E> {
     /// The spawned branch whose task panicked, if one did.
     troubled: Option<usize>,
     trace: GatherSpan,
+    /// The branches' own wakers, made when a branch first waits.
+    wakers: Option<Wakers>,
 }
 
 impl<E> Record<E> {
@@ -111,6 +117,7 @@ impl<E> Record<E> {
             stop: Outcome::Cancelled,
             troubled: None,
             trace: GatherSpan::new(policy),
+            wakers: None,
         }
     }
 
@@ -142,10 +149,13 @@ impl<E> Record<E> {
         self
     }
 
-    /// Starts a pass over the branches.
+    /// Starts a pass over the branches, in a poll of the gather's task woken by `cx`.
     #[inline]
-    pub fn begin(&mut self) {
+    pub fn begin(&mut self, cx: &Context<'_>) {
         self.pending = false;
+        if let Some(wakers) = &self.wakers {
+            wakers.set_parent(cx.waker());
+        }
     }
 
     /// Whether a branch is still running, or waiting for its turn under `limit`.
@@ -270,7 +280,24 @@ impl<F, O> Slot<'_, F, O> {
             return Poll::Pending;
         }
         self.trace.start(&record.trace, index, record.names[index]);
-        match self.trace.poll(|| fut.poll(cx)) {
+        // A branch that has its own waker is polled only when that waker was woken: a wake
+        // polls only its own branch. Before it has one (at its first poll, which needs no
+        // allocation), it is polled with the gather's waker, on every poll of the gather.
+        if self.own_waker && !record.wakers.as_ref().is_some_and(|w| w.take_woken(index)) {
+            record.pending = true;
+            return Poll::Pending;
+        }
+        let polled = match &record.wakers {
+            Some(wakers) => {
+                self.own_waker = true;
+                let trace = &mut self.trace;
+                wakers.with_waker(index, |waker| {
+                    trace.poll(|| fut.poll(&mut Context::from_waker(waker)))
+                })
+            }
+            None => self.trace.poll(|| fut.poll(cx)),
+        };
+        match polled {
             Poll::Ready(out) => {
                 self.fut.set(None);
                 record.running -= 1;
@@ -278,6 +305,12 @@ impl<F, O> Slot<'_, F, O> {
             }
             Poll::Pending => {
                 record.pending = true;
+                if record.wakers.is_none() {
+                    // The first branch to wait: the one allocation of the gather.
+                    let wakers = Wakers::new(record.names.len());
+                    wakers.set_parent(cx.waker());
+                    record.wakers = Some(wakers);
+                }
                 Poll::Pending
             }
         }

@@ -1,0 +1,259 @@
+//! Per-branch wakers for the fixed form, all in one allocation: the one module of the crate
+//! with `unsafe`.
+//!
+//! A wake must poll only the branch it belongs to, so each branch needs a waker of its own
+//! that says which branch it is. `std::task::Wake` gives one `Arc` per waker, that is one
+//! allocation per branch; the design allows one per gather. So the wakers of a gather share one
+//! `Arc<[Cell]>`: cell 0 holds the gather's own waker, cell `i + 1` the flag of branch `i`, and
+//! a branch's `RawWaker` points at its cell. From a cell, its index finds the start of the
+//! slice, and the slice's length is in cell 0, which rebuilds the `Arc` to count references.
+//!
+//! Every path of this module is exercised by its tests, which CI also runs under valgrind.
+
+use core::mem::ManuallyDrop;
+use core::ptr;
+use core::sync::atomic::{AtomicBool, Ordering};
+use core::task::{RawWaker, RawWakerVTable, Waker};
+use std::sync::{Arc, Mutex, PoisonError};
+
+/// One cell of the shared allocation.
+enum Cell {
+    /// Cell 0: how many cells there are, and the waker of the gather's task.
+    Header {
+        len: usize,
+        parent: Mutex<Option<Waker>>,
+    },
+    /// Cell `index`: whether branch `index - 1` was woken since it was last polled.
+    Branch { index: usize, woken: AtomicBool },
+}
+
+/// The wakers of the branches of one gather.
+pub(crate) struct Wakers {
+    cells: Arc<[Cell]>,
+}
+
+impl core::fmt::Debug for Wakers {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Wakers")
+            .field("branches", &(self.cells.len() - 1))
+            .finish()
+    }
+}
+
+static VTABLE: RawWakerVTable = RawWakerVTable::new(clone, wake, wake_by_ref, drop_waker);
+
+/// The slice a branch cell belongs to, rebuilt from the cell's address.
+///
+/// # Safety
+///
+/// `data` must point at a `Cell::Branch` of a live `Arc<[Cell]>` made by [`Wakers::new`].
+unsafe fn slice_of(data: *const ()) -> *const [Cell] {
+    let cell = data.cast::<Cell>();
+    // SAFETY: the caller guarantees `cell` points at a live cell.
+    let Cell::Branch { index, .. } = (unsafe { &*cell }) else {
+        unreachable!("a branch waker points at a branch cell");
+    };
+    // SAFETY: a branch cell at position `index` of the slice is `index` cells after its start,
+    // in the same allocation.
+    let start = unsafe { cell.sub(*index) };
+    // SAFETY: `start` is cell 0 of the same live slice, which is always the header.
+    let Cell::Header { len, .. } = (unsafe { &*start }) else {
+        unreachable!("cell 0 is the header");
+    };
+    ptr::slice_from_raw_parts(start, *len)
+}
+
+unsafe fn clone(data: *const ()) -> RawWaker {
+    // SAFETY: `data` comes from a waker of ours, which holds a strong count of the slice, so
+    // the slice is live; the new waker takes the count added here.
+    unsafe { Arc::increment_strong_count(slice_of(data)) };
+    RawWaker::new(data, &VTABLE)
+}
+
+unsafe fn wake(data: *const ()) {
+    // SAFETY: as for `wake_by_ref`; then this waker's own count is given back.
+    unsafe {
+        wake_by_ref(data);
+        drop_waker(data);
+    }
+}
+
+unsafe fn wake_by_ref(data: *const ()) {
+    // SAFETY: `data` comes from a live waker of ours, so the slice is live.
+    let slice = unsafe { &*slice_of(data) };
+    // SAFETY: as above, `data` points at a cell of that slice.
+    if let Cell::Branch { woken, .. } = unsafe { &*data.cast::<Cell>() } {
+        woken.store(true, Ordering::Release);
+    }
+    if let Cell::Header { parent, .. } = &slice[0] {
+        let parent = parent
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if let Some(parent) = parent {
+            parent.wake();
+        }
+    }
+}
+
+unsafe fn drop_waker(data: *const ()) {
+    // SAFETY: this waker holds one strong count of the live slice, given back here.
+    unsafe { Arc::decrement_strong_count(slice_of(data)) };
+}
+
+impl Wakers {
+    /// Wakers for `branches` branches: one allocation.
+    pub(crate) fn new(branches: usize) -> Self {
+        let cells: Arc<[Cell]> = core::iter::once(Cell::Header {
+            len: branches + 1,
+            parent: Mutex::new(None),
+        })
+        .chain((1..=branches).map(|index| Cell::Branch {
+            index,
+            woken: AtomicBool::new(false),
+        }))
+        .collect();
+        Wakers { cells }
+    }
+
+    /// Remembers the waker of the gather's task, which every branch wake wakes.
+    pub(crate) fn set_parent(&self, waker: &Waker) {
+        if let Cell::Header { parent, .. } = &self.cells[0] {
+            let mut parent = parent.lock().unwrap_or_else(PoisonError::into_inner);
+            match &*parent {
+                Some(current) if current.will_wake(waker) => {}
+                _ => *parent = Some(waker.clone()),
+            }
+        }
+    }
+
+    /// Whether branch `branch` was woken since this was last asked; clears the flag.
+    pub(crate) fn take_woken(&self, branch: usize) -> bool {
+        match &self.cells[branch + 1] {
+            Cell::Branch { woken, .. } => woken.swap(false, Ordering::Acquire),
+            Cell::Header { .. } => unreachable!("branch cells follow the header"),
+        }
+    }
+
+    /// Runs `f` with the waker of branch `branch`, without touching the reference count: the
+    /// waker is only lent, and cloned (with a count of its own) if the branch keeps it.
+    pub(crate) fn with_waker<R>(&self, branch: usize, f: impl FnOnce(&Waker) -> R) -> R {
+        assert!(
+            branch + 1 < self.cells.len(),
+            "gather!: no waker for branch {branch}"
+        );
+        // From the pointer to the whole slice, so that `slice_of` may step back to cell 0.
+        // SAFETY: `branch + 1` is in bounds, checked above.
+        let cell = unsafe { Arc::as_ptr(&self.cells).cast::<Cell>().add(branch + 1) };
+        // SAFETY: `cell` is a branch cell of `self.cells`, which outlives the lent waker; the
+        // `ManuallyDrop` keeps the lent waker from giving back a count it never took.
+        let waker =
+            ManuallyDrop::new(unsafe { Waker::from_raw(RawWaker::new(cell.cast(), &VTABLE)) });
+        f(&waker)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+    use std::task::Wake;
+
+    /// A parent waker that counts its wakes.
+    struct Count(AtomicUsize);
+
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn parent() -> (Arc<Count>, Waker) {
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        (Arc::clone(&count), Waker::from(Arc::clone(&count)))
+    }
+
+    #[test]
+    fn a_wake_flags_only_its_own_branch_and_wakes_the_parent() {
+        let wakers = Wakers::new(3);
+        let (count, waker) = parent();
+        wakers.set_parent(&waker);
+        wakers.with_waker(1, Waker::wake_by_ref);
+        assert!(!wakers.take_woken(0));
+        assert!(wakers.take_woken(1));
+        assert!(!wakers.take_woken(1), "taking the flag clears it");
+        assert!(!wakers.take_woken(2));
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn clones_keep_the_cells_alive_and_give_their_count_back() {
+        let wakers = Wakers::new(2);
+        let kept = wakers.with_waker(0, Waker::clone);
+        let kept_too = kept.clone();
+        assert_eq!(Arc::strong_count(&wakers.cells), 3);
+        drop(wakers);
+        // The cells outlive the gather while wakers are kept; wakes still work.
+        kept.wake_by_ref();
+        kept_too.wake_by_ref();
+        assert!(kept.will_wake(&kept_too));
+        kept.wake(); // by value: wakes, then gives its count back
+        drop(kept_too); // the last count: frees the cells (valgrind checks nothing leaks)
+    }
+
+    #[test]
+    fn a_lent_waker_takes_no_count() {
+        let wakers = Wakers::new(1);
+        wakers.with_waker(0, |waker| {
+            assert_eq!(Arc::strong_count(&wakers.cells), 1);
+            waker.wake_by_ref();
+        });
+        assert_eq!(Arc::strong_count(&wakers.cells), 1);
+        assert!(wakers.take_woken(0));
+    }
+
+    #[test]
+    fn a_wake_without_a_parent_only_sets_the_flag() {
+        let wakers = Wakers::new(1);
+        let kept = wakers.with_waker(0, Waker::clone);
+        kept.wake();
+        assert!(wakers.take_woken(0));
+    }
+
+    #[test]
+    fn the_parent_is_replaced_only_when_it_changes() {
+        let wakers = Wakers::new(1);
+        let (first, waker) = parent();
+        wakers.set_parent(&waker);
+        wakers.set_parent(&waker.clone());
+        let (second, other) = parent();
+        wakers.set_parent(&other);
+        wakers.with_waker(0, Waker::wake_by_ref);
+        assert_eq!(first.0.load(Ordering::SeqCst), 0);
+        assert_eq!(second.0.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn wakes_from_other_threads_after_the_owner_is_gone() {
+        let wakers = Wakers::new(4);
+        let (count, waker) = parent();
+        wakers.set_parent(&waker);
+        let kept: Vec<Waker> = (0..4).map(|i| wakers.with_waker(i, Waker::clone)).collect();
+        drop(wakers);
+        std::thread::scope(|s| {
+            for waker in &kept {
+                for _ in 0..2 {
+                    let waker = waker.clone();
+                    s.spawn(move || {
+                        for _ in 0..100 {
+                            waker.wake_by_ref();
+                        }
+                        waker.wake();
+                    });
+                }
+            }
+        });
+        assert_eq!(count.0.load(Ordering::SeqCst), 4 * 2 * 101);
+        drop(kept);
+    }
+}
