@@ -74,6 +74,12 @@ impl<T, E> BranchResult for Result<T, E> {
     }
 }
 
+/// From this many branches on, each branch gets a waker of its own, so that a wake polls only
+/// its branch. Below it, a wake polls every running branch, as `tokio::join!` does: with so
+/// few branches that costs less than the wakers' allocation and bookkeeping (measured in
+/// `benches/fixed.rs`).
+const OWN_WAKERS_FROM: usize = 16;
+
 /// What the polls of a fixed-form gather found so far, shared by its branches: which branches
 /// may run under `limit`, whether one is still running (reset before each pass over the
 /// branches), the failure that ends a `cancel` gather, the failures of `finish` and
@@ -153,7 +159,7 @@ impl<E> Record<E> {
     #[inline]
     pub fn begin(&mut self, cx: &Context<'_>) {
         self.pending = false;
-        if let Some(wakers) = &self.wakers {
+        if let Some(wakers) = &mut self.wakers {
             wakers.set_parent(cx.waker());
         }
     }
@@ -305,9 +311,9 @@ impl<F, O> Slot<'_, F, O> {
             }
             Poll::Pending => {
                 record.pending = true;
-                if record.wakers.is_none() {
+                if record.wakers.is_none() && record.names.len() >= OWN_WAKERS_FROM {
                     // The first branch to wait: the one allocation of the gather.
-                    let wakers = Wakers::new(record.names.len());
+                    let mut wakers = Wakers::new(record.names.len());
                     wakers.set_parent(cx.waker());
                     record.wakers = Some(wakers);
                 }

@@ -18,10 +18,13 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 /// One cell of the shared allocation.
 enum Cell {
-    /// Cell 0: how many cells there are, and the waker of the gather's task.
+    /// Cell 0: how many cells there are, the waker of the gather's task, and whether it was
+    /// woken since the gather last started a poll (so that many branch wakes between two polls
+    /// wake it once).
     Header {
         len: usize,
         parent: Mutex<Option<Waker>>,
+        notified: AtomicBool,
     },
     /// Cell `index`: whether branch `index - 1` was woken since it was last polled.
     Branch { index: usize, woken: AtomicBool },
@@ -30,6 +33,8 @@ enum Cell {
 /// The wakers of the branches of one gather.
 pub(crate) struct Wakers {
     cells: Arc<[Cell]>,
+    /// The gather's waker as last given to the cells, to skip their lock when it is the same.
+    parent: Option<Waker>,
 }
 
 impl core::fmt::Debug for Wakers {
@@ -85,7 +90,16 @@ unsafe fn wake_by_ref(data: *const ()) {
     if let Cell::Branch { woken, .. } = unsafe { &*data.cast::<Cell>() } {
         woken.store(true, Ordering::Release);
     }
-    if let Cell::Header { parent, .. } = &slice[0] {
+    if let Cell::Header {
+        parent, notified, ..
+    } = &slice[0]
+        // A plain load first: after the first wake since the gather's last poll, the others
+        // need not touch the flag.
+        && !notified.load(Ordering::Acquire)
+        && !notified.swap(true, Ordering::AcqRel)
+    {
+        // Cloned under the lock and woken after it, so that a waker that runs code of its own
+        // never does so while the lock is held.
         let parent = parent
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -107,30 +121,43 @@ impl Wakers {
         let cells: Arc<[Cell]> = core::iter::once(Cell::Header {
             len: branches + 1,
             parent: Mutex::new(None),
+            notified: AtomicBool::new(false),
         })
         .chain((1..=branches).map(|index| Cell::Branch {
             index,
             woken: AtomicBool::new(false),
         }))
         .collect();
-        Wakers { cells }
+        Wakers {
+            cells,
+            parent: None,
+        }
     }
 
-    /// Remembers the waker of the gather's task, which every branch wake wakes.
-    pub(crate) fn set_parent(&self, waker: &Waker) {
-        if let Cell::Header { parent, .. } = &self.cells[0] {
-            let mut parent = parent.lock().unwrap_or_else(PoisonError::into_inner);
-            match &*parent {
-                Some(current) if current.will_wake(waker) => {}
-                _ => *parent = Some(waker.clone()),
-            }
+    /// Remembers the waker of the gather's task, which the first branch wake after this wakes.
+    /// Called as each poll of the gather starts, before it polls any branch.
+    pub(crate) fn set_parent(&mut self, waker: &Waker) {
+        let Cell::Header {
+            parent, notified, ..
+        } = &self.cells[0]
+        else {
+            unreachable!("cell 0 is the header");
+        };
+        notified.store(false, Ordering::Release);
+        if self.parent.as_ref().is_some_and(|p| p.will_wake(waker)) {
+            return;
         }
+        *parent.lock().unwrap_or_else(PoisonError::into_inner) = Some(waker.clone());
+        self.parent = Some(waker.clone());
     }
 
     /// Whether branch `branch` was woken since this was last asked; clears the flag.
     pub(crate) fn take_woken(&self, branch: usize) -> bool {
         match &self.cells[branch + 1] {
-            Cell::Branch { woken, .. } => woken.swap(false, Ordering::Acquire),
+            // A plain load first: most branches were not woken, and a swap costs much more.
+            Cell::Branch { woken, .. } => {
+                woken.load(Ordering::Relaxed) && woken.swap(false, Ordering::Acquire)
+            }
             Cell::Header { .. } => unreachable!("branch cells follow the header"),
         }
     }
@@ -175,7 +202,7 @@ mod tests {
 
     #[test]
     fn a_wake_flags_only_its_own_branch_and_wakes_the_parent() {
-        let wakers = Wakers::new(3);
+        let mut wakers = Wakers::new(3);
         let (count, waker) = parent();
         wakers.set_parent(&waker);
         wakers.with_waker(1, Waker::wake_by_ref);
@@ -184,6 +211,24 @@ mod tests {
         assert!(!wakers.take_woken(1), "taking the flag clears it");
         assert!(!wakers.take_woken(2));
         assert_eq!(count.0.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn wakes_between_two_polls_of_the_gather_wake_it_once() {
+        let mut wakers = Wakers::new(3);
+        let (count, waker) = parent();
+        wakers.set_parent(&waker);
+        for branch in 0..3 {
+            wakers.with_waker(branch, Waker::wake_by_ref);
+        }
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        assert!(
+            (0..3).all(|b| wakers.take_woken(b)),
+            "every branch is flagged"
+        );
+        wakers.set_parent(&waker); // the next poll of the gather
+        wakers.with_waker(2, Waker::wake_by_ref);
+        assert_eq!(count.0.load(Ordering::SeqCst), 2);
     }
 
     #[test]
@@ -222,7 +267,7 @@ mod tests {
 
     #[test]
     fn the_parent_is_replaced_only_when_it_changes() {
-        let wakers = Wakers::new(1);
+        let mut wakers = Wakers::new(1);
         let (first, waker) = parent();
         wakers.set_parent(&waker);
         wakers.set_parent(&waker.clone());
@@ -235,7 +280,7 @@ mod tests {
 
     #[test]
     fn wakes_from_other_threads_after_the_owner_is_gone() {
-        let wakers = Wakers::new(4);
+        let mut wakers = Wakers::new(4);
         let (count, waker) = parent();
         wakers.set_parent(&waker);
         let kept: Vec<Waker> = (0..4).map(|i| wakers.with_waker(i, Waker::clone)).collect();
@@ -253,7 +298,8 @@ mod tests {
                 }
             }
         });
-        assert_eq!(count.0.load(Ordering::SeqCst), 4 * 2 * 101);
+        // No poll of the gather came between the wakes: it was woken once.
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
         drop(kept);
     }
 }
