@@ -28,12 +28,12 @@ impl Policy {
     }
 }
 
-const POLICIES: [(&str, Policy); 5] = [
-    ("cancel", Policy::Cancel),
-    ("finish", Policy::Finish),
-    ("settle", Policy::Settle),
-    ("race", Policy::Race),
-    ("race_ok", Policy::RaceOk),
+const POLICIES: [Policy; 5] = [
+    Policy::Cancel,
+    Policy::Finish,
+    Policy::Settle,
+    Policy::Race,
+    Policy::RaceOk,
 ];
 
 const POLICY_LIST: &str = "`cancel`, `finish`, `settle`, `race` or `race_ok`";
@@ -179,10 +179,10 @@ fn check_policy(expr: &Expr) -> syn::Result<Policy> {
         ));
     };
     let name = ident.to_string();
-    if let Some((_, policy)) = POLICIES.iter().find(|(n, _)| *n == name) {
-        return Ok(*policy);
+    if let Some(policy) = POLICIES.into_iter().find(|p| p.name() == name) {
+        return Ok(policy);
     }
-    let names = POLICIES.map(|(n, _)| n);
+    let names = POLICIES.map(Policy::name);
     let hint = match nearest(&name, &names) {
         Some(near) => format!("did you mean `{near}`?"),
         None => format!("the policies are {POLICY_LIST}"),
@@ -241,7 +241,7 @@ mod tests {
 
     #[test]
     fn typos_suggest_the_nearest_name() {
-        let policies = POLICIES.map(|(n, _)| n);
+        let policies = POLICIES.map(Policy::name);
         assert_eq!(nearest("cancle", &policies), Some("cancel"));
         assert_eq!(nearest("finsh", &policies), Some("finish"));
         assert_eq!(nearest("raceok", &policies), Some("race_ok"));

@@ -224,7 +224,8 @@ where
             index,
         }));
         let mut span = BranchSpan::NONE;
-        span.start(&self.trace, index, self.name);
+        let name = self.name;
+        span.start(&self.trace, index, || name);
         self.branches.push(Entry {
             fut: Some(fut),
             waker,
@@ -262,8 +263,7 @@ where
         }
     }
 
-    /// Drops every running branch, in index order, inside the reaping scope, and names each;
-    /// branches that never started are not named, and the iterator is not advanced again.
+    /// Cancels every running branch: see [`stop_all`](Self::stop_all).
     fn cancel_all(&mut self) -> Vec<Branch> {
         self.stop_all(Outcome::Cancelled, None)
     }

@@ -285,7 +285,8 @@ impl<F, O> Slot<'_, F, O> {
         if !record.admit(index) {
             return Poll::Pending;
         }
-        self.trace.start(&record.trace, index, record.names[index]);
+        self.trace
+            .start(&record.trace, index, || record.names[index]);
         // A branch that has its own waker is polled only when that waker was woken: a wake
         // polls only its own branch. Before it has one (at its first poll, which needs no
         // allocation), it is polled with the gather's waker, on every poll of the gather.
@@ -322,6 +323,54 @@ impl<F, O> Slot<'_, F, O> {
         }
     }
 
+    /// `settle` and `race`: polls the branch; keeps its output once it finishes, and says so.
+    #[inline]
+    fn poll_output(
+        &mut self,
+        cx: &mut Context<'_>,
+        record: &mut Record<Infallible>,
+        index: usize,
+    ) -> bool
+    where
+        F: Future<Output = O>,
+    {
+        let Poll::Ready(Some(out)) = self.poll_fut(cx, record, index) else {
+            return false;
+        };
+        self.trace.end(Outcome::Ok);
+        self.out = Some(out);
+        true
+    }
+
+    /// `cancel`, `finish` and `race_ok`: polls the branch; once it finishes, keeps its success
+    /// value (`Some(Ok(()))`) or gives its error back (`Some(Err(error))`).
+    #[inline]
+    fn poll_result<E>(
+        &mut self,
+        cx: &mut Context<'_>,
+        record: &mut Record<E>,
+        index: usize,
+    ) -> Option<Result<(), E>>
+    where
+        F: Future,
+        F::Output: BranchResult<Ok = O, Err = E>,
+    {
+        let Poll::Ready(Some(out)) = self.poll_fut(cx, record, index) else {
+            return None;
+        };
+        match out.into_result() {
+            Ok(value) => {
+                self.trace.end(Outcome::Ok);
+                self.out = Some(value);
+                Some(Ok(()))
+            }
+            Err(error) => {
+                self.trace.end(Outcome::Error);
+                Some(Err(error))
+            }
+        }
+    }
+
     /// `settle`: polls the branch and keeps its output.
     #[inline]
     pub fn poll_settle(
@@ -332,10 +381,7 @@ impl<F, O> Slot<'_, F, O> {
     ) where
         F: Future<Output = O>,
     {
-        if let Poll::Ready(Some(out)) = self.poll_fut(cx, record, index) {
-            self.trace.end(Outcome::Ok);
-            self.out = Some(out);
-        }
+        self.poll_output(cx, record, index);
     }
 
     /// `race`: polls the branch; the first to finish wins. Returns `true` when it won, so that
@@ -350,13 +396,11 @@ impl<F, O> Slot<'_, F, O> {
     where
         F: Future<Output = O>,
     {
-        if let Poll::Ready(Some(out)) = self.poll_fut(cx, record, index) {
-            self.trace.end(Outcome::Ok);
-            self.out = Some(out);
+        let won = self.poll_output(cx, record, index);
+        if won {
             record.winner = Some(index);
-            return true;
         }
-        false
+        won
     }
 
     /// `cancel`: polls the branch and keeps its success value. On an error, records it and
@@ -369,20 +413,11 @@ impl<F, O> Slot<'_, F, O> {
         P: SameError<E>,
     {
         let record = record.record();
-        if let Poll::Ready(Some(out)) = self.poll_fut(cx, record, index) {
-            match out.into_result() {
-                Ok(value) => {
-                    self.trace.end(Outcome::Ok);
-                    self.out = Some(value);
-                }
-                Err(error) => {
-                    self.trace.end(Outcome::Error);
-                    record.failure = Some((index, error));
-                    return true;
-                }
-            }
-        }
-        false
+        let Some(Err(error)) = self.poll_result(cx, record, index) else {
+            return false;
+        };
+        record.failure = Some((index, error));
+        true
     }
 
     /// `finish`: polls the branch; keeps its success value, or records its error.
@@ -394,17 +429,8 @@ impl<F, O> Slot<'_, F, O> {
         P: SameError<E>,
     {
         let record = record.record();
-        if let Poll::Ready(Some(out)) = self.poll_fut(cx, record, index) {
-            match out.into_result() {
-                Ok(value) => {
-                    self.trace.end(Outcome::Ok);
-                    self.out = Some(value);
-                }
-                Err(error) => {
-                    self.trace.end(Outcome::Error);
-                    record.errors.push((index, error));
-                }
-            }
+        if let Some(Err(error)) = self.poll_result(cx, record, index) {
+            record.errors.push((index, error));
         }
     }
 
@@ -418,21 +444,17 @@ impl<F, O> Slot<'_, F, O> {
         P: SameError<E>,
     {
         let record = record.record();
-        if let Poll::Ready(Some(out)) = self.poll_fut(cx, record, index) {
-            match out.into_result() {
-                Ok(value) => {
-                    self.trace.end(Outcome::Ok);
-                    self.out = Some(value);
-                    record.winner = Some(index);
-                    return true;
-                }
-                Err(error) => {
-                    self.trace.end(Outcome::Error);
-                    record.errors.push((index, error));
-                }
+        match self.poll_result(cx, record, index) {
+            Some(Ok(())) => {
+                record.winner = Some(index);
+                true
             }
+            Some(Err(error)) => {
+                record.errors.push((index, error));
+                false
+            }
+            None => false,
         }
-        false
     }
 
     /// Drops the branch future if it is still running, and names it in `stopped` if it had

@@ -64,16 +64,22 @@ impl BranchSpan {
         span: None,
     };
 
-    /// Opens the span when the branch starts; does nothing after that.
+    /// Opens the span when the branch starts; does nothing after that. `name` is only asked
+    /// for with the feature on, so that the branch's poll does not look it up otherwise.
     #[inline]
-    pub fn start(&mut self, gather: &GatherSpan, index: usize, name: &'static str) {
+    pub fn start(
+        &mut self,
+        gather: &GatherSpan,
+        index: usize,
+        name: impl FnOnce() -> &'static str,
+    ) {
         #[cfg(feature = "tracing")]
         if self.span.is_none() {
             self.span = Some(tracing::info_span!(
                 parent: &gather.span,
                 "branch",
                 index,
-                branch = name,
+                branch = name(),
                 outcome = tracing::field::Empty,
             ));
         }
