@@ -1,81 +1,49 @@
 //! The dynamic form, `for PAT in ITER => FUTURE`: one branch per item, polled in place.
 //!
-//! Each branch gets a waker of its own that puts its index in a shared queue, so a wake polls
-//! only the branch it belongs to, at any number of branches. Branches start lazily, in input
-//! order, when `limit` lets them: the body runs for an item only when its branch starts.
+//! Each branch runs in a slot that has a waker of its own, which puts the slot in a shared
+//! queue, so a wake polls only the branch it belongs to, at any number of branches. Slots come
+//! in chunks of 32, each chunk one allocation for the futures and one for the wakers, and a
+//! slot is used again once its branch has ended: a gather allocates by the number of branches
+//! running at once, not by the number of items (see `wake::chunks`). A waker that an ended
+//! branch left behind can wake its slot's next branch: that costs one extra poll, never a
+//! lost wake. Branches start lazily, in input order, when `limit` lets them: the body runs for
+//! an item only when its branch starts.
 
 use core::future::Future;
-use core::pin::Pin;
-use core::task::{Context, Poll, Waker};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::task::Wake;
+use core::task::{Context, Poll};
 
 use crate::error::{Branch, Error};
 use crate::guard::{Reaper, take_trouble};
 use crate::slot::{BranchResult, failures};
 use crate::trace::{BranchSpan, GatherSpan, Outcome};
+use crate::wake::chunks::{Futures, Wakers};
 
-/// The indices woken since the gather last looked, and the gather's own waker.
-#[derive(Default)]
-struct Woken {
-    indices: Vec<usize>,
-    /// `queued[i]`: branch `i` is in `indices` already.
-    queued: Vec<bool>,
-    parent: Option<Waker>,
-}
-
-#[derive(Default)]
-struct Shared {
-    woken: Mutex<Woken>,
-}
-
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, Woken> {
-        // Nothing is left half-done while the lock is held, so a poisoned lock is still sound.
-        self.woken.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-/// The waker of one branch. It may outlive the gather (a timer can keep it): then it only
-/// touches the shared queue, which nobody reads any more, and wakes the gather's task at most
-/// once more, which is harmless.
-struct BranchWaker {
-    shared: Arc<Shared>,
-    index: usize,
-}
-
-impl Wake for BranchWaker {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        let parent = {
-            let mut woken = self.shared.lock();
-            if woken.queued[self.index] {
-                return;
-            }
-            woken.queued[self.index] = true;
-            woken.indices.push(self.index);
-            woken.parent.clone()
-        };
-        if let Some(parent) = parent {
-            parent.wake();
-        }
-    }
-}
-
-struct Entry<F> {
-    fut: Option<Pin<Box<F>>>,
-    waker: Waker,
+/// What a gather knows of one slot, beside its future and its waker.
+struct Slot {
+    /// The branch in the slot, while it holds a future.
+    branch: usize,
     span: BranchSpan,
+}
+
+/// Fills `order` with the running branches, as (branch, slot), lowest index first. `order` is
+/// the engine's list of branches to poll, of no more use when every branch is stopped.
+fn running_in_order<F>(slots: &[Slot], futures: &Futures<F>, order: &mut Vec<(usize, usize)>) {
+    order.clear();
+    order.extend(
+        slots
+            .iter()
+            .enumerate()
+            .filter(|&(slot, _)| futures.is_some(slot))
+            .map(|(slot, entry)| (entry.branch, slot)),
+    );
+    order.sort_unstable();
 }
 
 /// What one step of the engine found.
 #[derive(Debug)]
 pub(crate) enum Step<O> {
-    /// The branch at this index finished with this output.
-    Finished(usize, O),
+    /// The branch at this index, in this slot, finished with this output.
+    Finished(usize, usize, O),
     /// Some branch is still running; the gather's waker will be woken.
     Pending,
     /// Every branch has finished and the iterator is exhausted.
@@ -95,15 +63,23 @@ pub struct Engine<I, C, F> {
     limit: usize,
     /// Whether branches are spawned tasks, whose trouble the engine looks for.
     spawn: bool,
-    branches: Vec<Entry<F>>,
+    /// Every slot made so far; a slot is running while it holds a future.
+    slots: Vec<Slot>,
+    futures: Futures<F>,
+    wakers: Wakers,
+    /// A slot whose branch has ended, ready for the next branch: kept apart from `free`, so
+    /// that when every branch is ready at its first poll, they all take the same slot without
+    /// touching the list.
+    spare: Option<usize>,
+    /// The other slots whose branch has ended.
+    free: Vec<usize>,
+    /// How many branches have started.
+    started: usize,
     running: usize,
-    shared: Arc<Shared>,
-    /// Woken branches still to poll in this poll of the gather, highest index first.
-    to_poll: Vec<usize>,
-    /// Whether this poll of the gather has taken the woken indices already. Taking them once
-    /// per poll means a branch that wakes itself at once is polled again at the next poll, not
-    /// in a loop inside this one.
-    drained: bool,
+    /// Woken branches still to poll in this poll of the gather, as (branch, slot), highest
+    /// branch first. Taken once per poll of the gather, so that a branch that wakes itself at
+    /// once is polled again at the next poll, not in a loop inside this one.
+    to_poll: Vec<(usize, usize)>,
     name: &'static str,
     reaper: Reaper,
     trace: GatherSpan,
@@ -112,10 +88,30 @@ pub struct Engine<I, C, F> {
 impl<I, C, F> core::fmt::Debug for Engine<I, C, F> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Engine")
-            .field("started", &self.branches.len())
+            .field("started", &self.started)
             .field("running", &self.running)
             .field("limit", &self.limit)
             .finish_non_exhaustive()
+    }
+}
+
+/// A gather dropped before it ended (its caller gave up) drops its running branches in input
+/// order, as it cancels them.
+impl<I, C, F> Drop for Engine<I, C, F> {
+    fn drop(&mut self) {
+        if self.running == 0 {
+            return;
+        }
+        let Engine {
+            slots,
+            futures,
+            to_poll,
+            ..
+        } = self;
+        running_in_order(slots, futures, to_poll);
+        for &(_, slot) in to_poll.iter() {
+            futures.get(slot).set(None);
+        }
     }
 }
 
@@ -145,15 +141,23 @@ where
             make,
             limit,
             spawn,
-            branches: Vec::new(),
+            slots: Vec::new(),
+            futures: Futures::new(),
+            wakers: Wakers::new(),
+            spare: None,
+            free: Vec::new(),
+            started: 0,
             running: 0,
-            shared: Arc::default(),
             to_poll: Vec::new(),
-            drained: false,
             name,
             reaper: Reaper::default(),
             trace: GatherSpan::new(policy),
         }
+    }
+
+    /// How many items the iterator has left at least, as it tells.
+    fn items_hint(&self) -> usize {
+        self.iter.as_ref().map_or(0, |iter| iter.size_hint().0)
     }
 }
 
@@ -163,45 +167,44 @@ where
     C: FnMut(usize, I::Item) -> F,
     F: Future,
 {
-    /// Starts a poll of the gather: remembers its waker, and lets `step` take the woken
-    /// indices once.
+    /// Starts a poll of the gather: remembers its waker, and takes the woken branches, to
+    /// poll lowest index first.
     fn begin(&mut self, cx: &Context<'_>) {
-        let mut woken = self.shared.lock();
-        match &woken.parent {
-            Some(parent) if parent.will_wake(cx.waker()) => {}
-            _ => woken.parent = Some(cx.waker().clone()),
+        let Engine {
+            wakers,
+            slots,
+            futures,
+            to_poll,
+            ..
+        } = self;
+        let before = to_poll.len();
+        wakers.begin(cx.waker(), |slot| {
+            if futures.is_some(slot) {
+                to_poll.push((slots[slot].branch, slot));
+            }
+        });
+        if to_poll.len() > before {
+            to_poll.sort_unstable_by(|a, b| b.cmp(a));
         }
-        self.drained = false;
     }
 
     /// Polls the next branch that may have progressed, and reports the first that finishes.
     /// When several finish in one poll of the gather, they come lowest index first.
     fn step(&mut self) -> Step<F::Output> {
         loop {
-            if let Some(index) = self.to_poll.pop() {
-                match self.poll_branch(index) {
+            if let Some((branch, slot)) = self.to_poll.pop() {
+                if self.slots[slot].branch != branch {
+                    continue;
+                }
+                match self.poll_slot(slot) {
                     Step::Pending => continue,
                     step => return step,
                 }
             }
-            if !self.drained {
-                self.drained = true;
-                let mut woken = self.shared.lock();
-                let Woken {
-                    indices, queued, ..
-                } = &mut *woken;
-                for index in indices.drain(..) {
-                    queued[index] = false;
-                    self.to_poll.push(index);
-                }
-                drop(woken);
-                self.to_poll.sort_unstable_by(|a, b| b.cmp(a));
-                continue;
-            }
             if self.running < self.limit {
                 if let Some(item) = self.iter.as_mut().and_then(Iterator::next) {
-                    let index = self.start(item);
-                    match self.poll_branch(index) {
+                    let slot = self.start(item);
+                    match self.poll_slot(slot) {
                         Step::Pending => continue,
                         step => return step,
                     }
@@ -215,52 +218,92 @@ where
         }
     }
 
+    /// Starts the next branch in a free slot, or in a new one; returns the slot.
+    #[inline]
     fn start(&mut self, item: I::Item) -> usize {
-        let index = self.branches.len();
-        let fut = Box::pin((self.make)(index, item));
-        self.shared.lock().queued.push(false);
-        let waker = Waker::from(Arc::new(BranchWaker {
-            shared: Arc::clone(&self.shared),
-            index,
-        }));
-        let mut span = BranchSpan::NONE;
+        let index = self.started;
+        self.started += 1;
+        let fut = (self.make)(index, item);
+        let slot = match self.spare.take().or_else(|| self.free.pop()) {
+            Some(slot) => slot,
+            None => self.new_slot(),
+        };
+        self.futures.get(slot).set(Some(fut));
+        let entry = &mut self.slots[slot];
+        entry.branch = index;
         let name = self.name;
-        span.start(&self.trace, index, || name);
-        self.branches.push(Entry {
-            fut: Some(fut),
-            waker,
-            span,
-        });
+        entry.span.start(&self.trace, index, || name);
         self.running += 1;
-        index
+        slot
     }
 
-    fn poll_branch(&mut self, index: usize) -> Step<F::Output> {
-        let entry = &mut self.branches[index];
-        let Some(fut) = entry.fut.as_mut() else {
+    /// Gives back the slot of a branch that ended.
+    #[inline]
+    fn release(&mut self, slot: usize) {
+        match self.spare {
+            None => self.spare = Some(slot),
+            Some(_) => self.free.push(slot),
+        }
+    }
+
+    /// A slot never used yet, from a new chunk when the last is full.
+    fn new_slot(&mut self) -> usize {
+        let slot = self.slots.len();
+        if slot == self.futures.len() {
+            self.futures.grow();
+            self.wakers.grow();
+        }
+        self.slots.push(Slot {
+            branch: usize::MAX,
+            span: BranchSpan::NONE,
+        });
+        slot
+    }
+
+    #[inline(always)]
+    fn poll_slot(&mut self, slot: usize) -> Step<F::Output> {
+        let Engine {
+            futures,
+            wakers,
+            slots,
+            ..
+        } = self;
+        let mut pinned = futures.get(slot);
+        let Some(fut) = pinned.as_mut().as_pin_mut() else {
             return Step::Pending;
         };
-        let waker = &entry.waker;
-        match entry
-            .span
-            .poll(|| fut.as_mut().poll(&mut Context::from_waker(waker)))
-        {
+        let entry = &mut slots[slot];
+        let polled = wakers.with_waker(slot, |waker| {
+            entry
+                .span
+                .poll(|| fut.poll(&mut Context::from_waker(waker)))
+        });
+        let index = entry.branch;
+        match polled {
             Poll::Ready(out) => {
-                entry.fut = None;
+                pinned.set(None);
+                self.release(slot);
                 self.running -= 1;
-                Step::Finished(index, out)
+                Step::Finished(index, slot, out)
             }
             Poll::Pending => {
                 if self.spawn
                     && let Some((_, error)) = take_trouble()
                 {
-                    self.stop_all(Outcome::Cancelled, Some(index));
-                    self.reaper.trouble(index, self.name, error);
-                    return Step::Trouble;
+                    return self.trouble(index, error);
                 }
                 Step::Pending
             }
         }
+    }
+
+    /// The task of spawned branch `index` panicked or was cancelled from outside: cancels
+    /// every branch, and keeps the trouble for the gather to end with.
+    #[cold]
+    fn trouble(&mut self, index: usize, error: tokio::task::JoinError) -> Step<F::Output> {
+        self.stop_all(Outcome::Cancelled, Some(index));
+        self.reaper.trouble(index, self.name, error);
+        Step::Trouble
     }
 
     /// Cancels every running branch: see [`stop_all`](Self::stop_all).
@@ -275,23 +318,27 @@ where
         self.iter = None;
         self.running = 0;
         let Engine {
-            branches,
+            slots,
+            futures,
+            to_poll,
             reaper,
             name,
             ..
         } = self;
+        running_in_order(slots, futures, to_poll);
         reaper.collect(|| {
-            let mut stopped = Vec::new();
-            for (index, entry) in branches.iter_mut().enumerate() {
-                if let Some(fut) = entry.fut.take() {
+            let mut stopped = Vec::with_capacity(to_poll.len());
+            for (index, slot) in to_poll.drain(..) {
+                let mut pinned = futures.get(slot);
+                if let Some(fut) = pinned.as_mut().as_pin_mut() {
                     Reaper::mark(index, core::ptr::from_ref(&*fut).addr());
-                    drop(fut);
+                    pinned.set(None);
                     let outcome = if troubled == Some(index) {
                         Outcome::Panicked
                     } else {
                         stop
                     };
-                    entry.span.end(outcome);
+                    slots[slot].span.end(outcome);
                     stopped.push(Branch::__new(index, name));
                 }
             }
@@ -299,9 +346,9 @@ where
         })
     }
 
-    /// Records how the finished branch `index` ended, in its span.
-    fn finished(&mut self, index: usize, outcome: Outcome) {
-        self.branches[index].span.end(outcome);
+    /// Records how the branch that finished in `slot` ended, in its span.
+    fn finished(&mut self, slot: usize, outcome: Outcome) {
+        self.slots[slot].span.end(outcome);
     }
 }
 
@@ -328,6 +375,8 @@ pub trait Policy<O> {
     fn is_error(_out: &O) -> bool {
         false
     }
+    /// Makes room for `items` outputs, as the iterator tells its length before the first poll.
+    fn reserve(&mut self, _items: usize) {}
 }
 
 /// Puts `value` at `index` of `outs`, which grows as branches start.
@@ -338,29 +387,81 @@ fn put<T>(outs: &mut Vec<Option<T>>, index: usize, value: T) {
     outs[index] = Some(value);
 }
 
-fn unwrap_all<T>(outs: Vec<Option<T>>) -> Vec<T> {
-    outs.into_iter()
-        .map(|out| out.expect("gather! returned before a branch finished"))
-        .collect()
+/// The outputs of the branches, in input order.
+///
+/// While branches finish in input order (every one ready at its first poll, say), each output
+/// is pushed as it comes and the vector is the gather's value as it stands. The first output
+/// that comes ahead of an earlier branch's turns it into a vector of `Option`s, unwrapped once
+/// every branch has finished.
+#[derive(Debug)]
+enum Outs<T> {
+    InOrder(Vec<T>),
+    Scattered(Vec<Option<T>>),
+}
+
+impl<T> Default for Outs<T> {
+    fn default() -> Self {
+        Outs::InOrder(Vec::new())
+    }
+}
+
+impl<T> Outs<T> {
+    fn reserve(&mut self, items: usize) {
+        match self {
+            Outs::InOrder(outs) => outs.reserve(items),
+            Outs::Scattered(outs) => outs.reserve(items),
+        }
+    }
+
+    fn put(&mut self, index: usize, value: T) {
+        match self {
+            Outs::InOrder(outs) if outs.len() == index => outs.push(value),
+            Outs::InOrder(outs) => {
+                let mut scattered = Vec::with_capacity(index + 1);
+                scattered.extend(core::mem::take(outs).into_iter().map(Some));
+                put(&mut scattered, index, value);
+                *self = Outs::Scattered(scattered);
+            }
+            Outs::Scattered(outs) => put(outs, index, value),
+        }
+    }
+
+    fn take(&mut self) -> Vec<T> {
+        match core::mem::take(self) {
+            Outs::InOrder(outs) => outs,
+            Outs::Scattered(outs) => outs
+                .into_iter()
+                .map(|out| out.expect("gather! returned before a branch finished"))
+                .collect(),
+        }
+    }
+
+    /// Every output so far, `None` for branches that have not finished.
+    fn take_options(&mut self) -> Vec<Option<T>> {
+        match core::mem::take(self) {
+            Outs::InOrder(outs) => outs.into_iter().map(Some).collect(),
+            Outs::Scattered(outs) => outs,
+        }
+    }
 }
 
 /// `policy = cancel`.
 #[derive(Debug)]
 pub struct Cancel<T> {
-    outs: Vec<Option<T>>,
+    outs: Outs<T>,
 }
 
 /// `policy = finish`.
 #[derive(Debug)]
 pub struct Finish<T, E> {
-    outs: Vec<Option<T>>,
+    outs: Outs<T>,
     errors: Vec<(usize, E)>,
 }
 
 /// `policy = settle`; with `timeout`, each output is an `Option`.
 #[derive(Debug)]
 pub struct Settle<O, const TIMED: bool> {
-    outs: Vec<Option<O>>,
+    outs: Outs<O>,
 }
 
 /// `policy = race`; with `timeout`, the output is an `Option`.
@@ -375,14 +476,16 @@ pub struct RaceOk<E> {
 
 impl<T> Default for Cancel<T> {
     fn default() -> Self {
-        Cancel { outs: Vec::new() }
+        Cancel {
+            outs: Outs::default(),
+        }
     }
 }
 
 impl<T, E> Default for Finish<T, E> {
     fn default() -> Self {
         Finish {
-            outs: Vec::new(),
+            outs: Outs::default(),
             errors: Vec::new(),
         }
     }
@@ -390,7 +493,9 @@ impl<T, E> Default for Finish<T, E> {
 
 impl<O, const TIMED: bool> Default for Settle<O, TIMED> {
     fn default() -> Self {
-        Settle { outs: Vec::new() }
+        Settle {
+            outs: Outs::default(),
+        }
     }
 }
 
@@ -407,6 +512,10 @@ impl<E> Default for RaceOk<E> {
 }
 
 impl<R: BranchResult> Policy<R> for Cancel<R::Ok> {
+    fn reserve(&mut self, items: usize) {
+        self.outs.reserve(items);
+    }
+
     fn is_error(out: &R) -> bool {
         out.is_err()
     }
@@ -422,7 +531,7 @@ impl<R: BranchResult> Policy<R> for Cancel<R::Ok> {
     ) -> Option<Self::Out> {
         match out.into_result() {
             Ok(value) => {
-                put(&mut self.outs, index, value);
+                self.outs.put(index, value);
                 None
             }
             Err(error) => Some(Err(Error::Failed {
@@ -434,7 +543,7 @@ impl<R: BranchResult> Policy<R> for Cancel<R::Ok> {
     }
 
     fn done(&mut self, _: &'static str) -> Self::Out {
-        Ok(unwrap_all(core::mem::take(&mut self.outs)))
+        Ok(self.outs.take())
     }
 
     fn timed_out(&mut self, pending: Vec<Branch>, _: usize) -> Self::Out {
@@ -447,6 +556,10 @@ impl<R: BranchResult> Policy<R> for Cancel<R::Ok> {
 }
 
 impl<R: BranchResult> Policy<R> for Finish<R::Ok, R::Err> {
+    fn reserve(&mut self, items: usize) {
+        self.outs.reserve(items);
+    }
+
     fn is_error(out: &R) -> bool {
         out.is_err()
     }
@@ -461,7 +574,7 @@ impl<R: BranchResult> Policy<R> for Finish<R::Ok, R::Err> {
         _: &mut dyn FnMut() -> Vec<Branch>,
     ) -> Option<Self::Out> {
         match out.into_result() {
-            Ok(value) => put(&mut self.outs, index, value),
+            Ok(value) => self.outs.put(index, value),
             Err(error) => self.errors.push((index, error)),
         }
         None
@@ -469,7 +582,7 @@ impl<R: BranchResult> Policy<R> for Finish<R::Ok, R::Err> {
 
     fn done(&mut self, name: &'static str) -> Self::Out {
         if self.errors.is_empty() {
-            Ok(unwrap_all(core::mem::take(&mut self.outs)))
+            Ok(self.outs.take())
         } else {
             Err(failures(core::mem::take(&mut self.errors), |_| name))
         }
@@ -485,6 +598,10 @@ impl<R: BranchResult> Policy<R> for Finish<R::Ok, R::Err> {
 }
 
 impl<O> Policy<O> for Settle<O, false> {
+    fn reserve(&mut self, items: usize) {
+        self.outs.reserve(items);
+    }
+
     type Out = Vec<O>;
 
     fn output(
@@ -494,12 +611,12 @@ impl<O> Policy<O> for Settle<O, false> {
         _: &'static str,
         _: &mut dyn FnMut() -> Vec<Branch>,
     ) -> Option<Self::Out> {
-        put(&mut self.outs, index, out);
+        self.outs.put(index, out);
         None
     }
 
     fn done(&mut self, _: &'static str) -> Self::Out {
-        unwrap_all(core::mem::take(&mut self.outs))
+        self.outs.take()
     }
 
     fn timed_out(&mut self, _: Vec<Branch>, _: usize) -> Self::Out {
@@ -508,6 +625,10 @@ impl<O> Policy<O> for Settle<O, false> {
 }
 
 impl<O> Policy<O> for Settle<O, true> {
+    fn reserve(&mut self, items: usize) {
+        self.outs.reserve(items);
+    }
+
     type Out = Vec<Option<O>>;
 
     fn output(
@@ -517,17 +638,17 @@ impl<O> Policy<O> for Settle<O, true> {
         _: &'static str,
         _: &mut dyn FnMut() -> Vec<Branch>,
     ) -> Option<Self::Out> {
-        put(&mut self.outs, index, out);
+        self.outs.put(index, out);
         None
     }
 
     fn done(&mut self, _: &'static str) -> Self::Out {
-        core::mem::take(&mut self.outs)
+        self.outs.take_options()
     }
 
     /// What finished is kept; `None` for every other item whose branch started.
     fn timed_out(&mut self, _: Vec<Branch>, started: usize) -> Self::Out {
-        let mut outs = core::mem::take(&mut self.outs);
+        let mut outs = self.outs.take_options();
         outs.resize_with(started, || None);
         outs
     }
@@ -673,16 +794,19 @@ where
     /// gone.
     pub fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Out> {
         if !self.is_ending() {
+            if self.engine.started == 0 {
+                self.policy.reserve(self.engine.items_hint());
+            }
             self.engine.begin(cx);
             loop {
                 match self.engine.step() {
-                    Step::Finished(index, out) => {
+                    Step::Finished(index, slot, out) => {
                         let outcome = if P::is_error(&out) {
                             Outcome::Error
                         } else {
                             Outcome::Ok
                         };
-                        self.engine.finished(index, outcome);
+                        self.engine.finished(slot, outcome);
                         let Driver { engine, policy, .. } = self;
                         let name = engine.name;
                         if let Some(end) =
@@ -703,7 +827,7 @@ where
 
     /// Ends the gather at its deadline: cancels every running branch.
     pub fn time_out(&mut self) {
-        let started = self.engine.branches.len();
+        let started = self.engine.started;
         let pending = self.engine.stop_all(Outcome::TimedOut, None);
         self.ending = Some(self.policy.timed_out(pending, started));
     }

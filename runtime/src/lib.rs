@@ -372,7 +372,8 @@ mod guard;
 pub mod guide;
 mod slot;
 mod trace;
-// The one module with `unsafe`: per-branch wakers in one allocation.
+// The one module with `unsafe`: per-branch wakers in shared allocations, and the pinned
+// chunks of slots of the dynamic form.
 #[allow(unsafe_code)]
 mod wake;
 

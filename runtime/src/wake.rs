@@ -16,6 +16,8 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use core::task::{RawWaker, RawWakerVTable, Waker};
 use std::sync::{Arc, Mutex, PoisonError};
 
+pub(crate) mod chunks;
+
 /// One cell of the shared allocation.
 enum Cell {
     /// Cell 0: how many cells there are, the waker of the gather's task, and whether it was
