@@ -672,6 +672,44 @@ async fn dynamic_1000_branches_give_every_output_in_input_order() {
 }
 
 #[test]
+fn dynamic_a_waker_left_by_an_ended_branch_costs_its_slots_next_branch_one_poll_at_most() {
+    // Under `limit = 1`, branch 1 runs in the slot branch 0 ended in, with the same waker.
+    let log = Journal::new();
+    let gate = Gate::new();
+    let kept: Cell<Option<std::task::Waker>> = Cell::new(None);
+    let (kept_ref, gate_ref) = (&kept, &gate);
+    let mut gather = pin!(async {
+        gather!(policy = settle, limit = 1; for i in 0..2_usize => log.probe(name(i), async move {
+            if i == 0 {
+                // Keeps its waker, and ends at once.
+                std::future::poll_fn(|cx| {
+                    kept_ref.set(Some(cx.waker().clone()));
+                    Poll::Ready(0)
+                })
+                .await
+            } else {
+                gate_ref.wait().await;
+                1
+            }
+        }))
+    });
+    assert!(poll_once(gather.as_mut()).is_pending());
+    assert_eq!((log.polls("0"), log.polls("1")), (1, 1));
+
+    // The old waker wakes the slot: branch 1 is polled once more, and stays pending.
+    kept.take().expect("branch 0 kept its waker").wake();
+    assert!(poll_once(gather.as_mut()).is_pending());
+    assert_eq!(log.polls("1"), 2);
+    assert!(poll_once(gather.as_mut()).is_pending());
+    assert_eq!(log.polls("1"), 2, "no wake, no poll");
+
+    // Its own wake is not lost.
+    gate.open();
+    assert_eq!(poll_once(gather.as_mut()), Poll::Ready(vec![0, 1]));
+    assert_eq!(log.polls("1"), 3);
+}
+
+#[test]
 fn dynamic_a_wake_polls_only_the_branch_it_belongs_to() {
     let log = Journal::new();
     let gates: Vec<Gate> = (0..100).map(|_| Gate::new()).collect();

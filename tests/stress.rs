@@ -49,11 +49,15 @@ async fn small_branch(i: u32) -> u32 {
 const BRANCHES: u32 = 100_000;
 
 /// The most bytes per branch the dynamic form may use at its peak, everything included (the
-/// branch futures, the engine's per-branch entry and waker, the outputs, the growth of its
-/// vectors). Measured on 64-bit Linux at 100,000 branches: 114 bytes per branch without
-/// `limit`, 75 with `limit = 1000` (a finished branch keeps its entry and waker, about 57
-/// bytes, until the gather ends); 129 at 10,000 branches, where vector growth weighs more.
+/// branch futures, the engine's slots and wakers, the outputs, the growth of its vectors).
+/// Measured on 64-bit Linux at 100,000 branches: 120 bytes per branch without `limit`, every
+/// branch in flight at once; 135 at 10,000 branches, where vector growth weighs more.
 const BYTES_PER_BRANCH: usize = 200;
+
+/// Under `limit = 1000`, a finished branch's slot goes to the next branch, so what grows with
+/// the items is only the output (4 bytes each here, and the vector's growth): measured, 5
+/// bytes per branch at 100,000 branches.
+const BYTES_PER_BRANCH_LIMITED: usize = 12;
 
 /// The peak bytes of a dynamic gather of `n` small branches, `limit` at a time, once its output
 /// is checked; and checks that it leaves nothing allocated behind.
@@ -109,7 +113,7 @@ fn dynamic_gather_of_100_000_branches_stays_within_its_memory_bound() {
         unlimited / n
     );
     assert!(
-        limited <= BYTES_PER_BRANCH * n,
+        limited <= BYTES_PER_BRANCH_LIMITED * n,
         "with limit: {} bytes per branch",
         limited / n
     );
@@ -122,6 +126,56 @@ fn dynamic_gather_of_100_000_branches_stays_within_its_memory_bound() {
     assert!(
         limited < unlimited,
         "{limited} with limit, {unlimited} without"
+    );
+}
+
+/// The peak bytes of a dynamic gather of `n` branches without output, `limit` at a time, each
+/// ready at its first poll or pending once.
+fn unit_peak(n: usize, limit: usize, pending_once: bool) -> usize {
+    let (len, peak) = peak_bytes(|| {
+        block_on(async {
+            gather!(policy = settle, limit = limit; for _ in 0..n => async move {
+                if pending_once {
+                    yields(1).await;
+                }
+            })
+        })
+        .len()
+    });
+    assert_eq!(len, n);
+    peak
+}
+
+#[test]
+fn dynamic_gather_allocates_by_the_branches_running_at_once_not_by_the_items() {
+    let _serial = serial();
+    unit_peak(1_000, usize::MAX, true); // warm up
+    // Outputs of `()` take no memory: what is left is the engine's own. Every branch ready at
+    // its first poll: one slot, taken by each branch in turn, at any number of items.
+    let ten = unit_peak(10, usize::MAX, false);
+    let many = unit_peak(BRANCHES as usize, usize::MAX, false);
+    println!("every branch ready at once: peak {ten} bytes for 10 items, {many} for {BRANCHES}");
+    // The harness's other threads allocate a little meanwhile (a few KiB); one byte per item
+    // would be 100 KB.
+    assert!(
+        many <= ten + 16 * 1024,
+        "{many} bytes for {BRANCHES} items ready at once, {ten} for 10"
+    );
+    // Pending once each, 100 at a time: 100 slots, at any number of items.
+    let thousand = unit_peak(1_000, 100, true);
+    let many = unit_peak(BRANCHES as usize, 100, true);
+    println!("100 at a time: peak {thousand} bytes for 1000 items, {many} for {BRANCHES}");
+    assert!(
+        many <= thousand + 16 * 1024,
+        "{many} bytes for {BRANCHES} items under limit = 100, {thousand} for 1000"
+    );
+    // A thousand branches in flight at once need their slots: the engine's memory grows
+    // with the branches running at once.
+    let wide = unit_peak(1_000, usize::MAX, true);
+    println!("1000 at once: peak {wide} bytes");
+    assert!(
+        wide > thousand + 32 * 1024,
+        "{wide} bytes for 1000 at once, {thousand} for 100 at once"
     );
 }
 
