@@ -671,6 +671,39 @@ async fn dynamic_1000_branches_give_every_output_in_input_order() {
     assert_eq!(settled, (0..1000).collect::<Vec<_>>());
 }
 
+#[tokio::test]
+async fn dynamic_ready_tokio_leaves_past_the_coop_budget_are_not_polled_again_and_again() {
+    // Tokio lets a task see 128 ready resources per poll; past that, a resource polled only
+    // wakes itself. The gather stops at the first branch found pending that way, and leaves
+    // the rest for its next poll, rather than polling, and queueing again, every branch still
+    // to go at each of its polls (about n * n / 256 polls in all).
+    const N: usize = 1000;
+    let log = Journal::new();
+    let receivers: Vec<_> = (0..N)
+        .map(|i| {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            tx.send(i).expect("the receiver is alive");
+            rx
+        })
+        .collect();
+
+    let outputs = gather!(
+        policy = settle;
+        for (i, rx) in receivers.into_iter().enumerate() => log.probe(name(i), rx)
+    );
+
+    assert_eq!(
+        outputs.into_iter().map(Result::unwrap).collect::<Vec<_>>(),
+        (0..N).collect::<Vec<_>>()
+    );
+    // Each poll of the gather sees at most 128 ready branches, and polls one more, which is
+    // pending past the budget and woken by tokio: at most one extra poll per 128 branches.
+    let polls: Vec<usize> = (0..N).map(|i| log.polls(&name(i))).collect();
+    assert!(polls.iter().all(|&p| p <= 2), "{polls:?}");
+    let total: usize = polls.iter().sum();
+    assert!(total <= N + N / 128 + 1, "{total} polls for {N} branches");
+}
+
 #[test]
 fn dynamic_a_waker_left_by_an_ended_branch_costs_its_slots_next_branch_one_poll_at_most() {
     // Under `limit = 1`, branch 1 runs in the slot branch 0 ended in, with the same waker.

@@ -39,6 +39,22 @@ fn running_in_order<F>(slots: &[Slot], futures: &Futures<F>, order: &mut Vec<(us
     order.sort_unstable();
 }
 
+/// Whether the task running the gather has spent tokio's cooperative budget, after a branch
+/// was found pending: then the gather stops polling branches until its next poll, which it
+/// wakes at once. A task may see 128 ready tokio resources per poll; past that, a tokio
+/// resource polled only wakes its branch again, so polling the rest of the woken branches now
+/// would queue each of them again, at every poll (with thousands of spawned branches ending
+/// at once, the polls per branch grew with their number). Checked only after a pending
+/// branch, because only a ready one spends budget: the first branch polled past the budget
+/// is pending, and the gather stops there. Outside a tokio runtime, there is no budget.
+fn out_of_budget(cx: &Context<'_>) -> bool {
+    if tokio::task::coop::has_budget_remaining() {
+        return false;
+    }
+    cx.waker().wake_by_ref();
+    true
+}
+
 /// What one step of the engine found.
 #[derive(Debug)]
 pub(crate) enum Step<O> {
@@ -184,19 +200,22 @@ where
             }
         });
         if to_poll.len() > before {
+            // Some may be left from a poll that ran out of budget, and woken again since.
             to_poll.sort_unstable_by(|a, b| b.cmp(a));
+            to_poll.dedup();
         }
     }
 
     /// Polls the next branch that may have progressed, and reports the first that finishes.
     /// When several finish in one poll of the gather, they come lowest index first.
-    fn step(&mut self) -> Step<F::Output> {
+    fn step(&mut self, cx: &Context<'_>) -> Step<F::Output> {
         loop {
             if let Some((branch, slot)) = self.to_poll.pop() {
                 if self.slots[slot].branch != branch {
                     continue;
                 }
                 match self.poll_slot(slot) {
+                    Step::Pending if out_of_budget(cx) => return Step::Pending,
                     Step::Pending => continue,
                     step => return step,
                 }
@@ -205,6 +224,7 @@ where
                 if let Some(item) = self.iter.as_mut().and_then(Iterator::next) {
                     let slot = self.start(item);
                     match self.poll_slot(slot) {
+                        Step::Pending if out_of_budget(cx) => return Step::Pending,
                         Step::Pending => continue,
                         step => return step,
                     }
@@ -799,7 +819,7 @@ where
             }
             self.engine.begin(cx);
             loop {
-                match self.engine.step() {
+                match self.engine.step(cx) {
                     Step::Finished(index, slot, out) => {
                         let outcome = if P::is_error(&out) {
                             Outcome::Error
