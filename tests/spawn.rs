@@ -597,6 +597,64 @@ async fn spawn_dynamic_race_resumes_a_panic_seen_in_the_same_poll_as_the_winner(
     assert_eq!(payload.downcast_ref::<Explosion>(), Some(&Explosion(10)));
 }
 
+/// The gather's own waker, counting its wakes before passing them on.
+struct Counting {
+    inner: std::task::Waker,
+    wakes: Arc<AtomicUsize>,
+}
+
+impl std::task::Wake for Counting {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.wakes.fetch_add(1, Ordering::SeqCst);
+        self.inner.wake_by_ref();
+    }
+}
+
+#[tokio::test]
+async fn spawn_aborted_tasks_wake_the_gather_only_for_the_task_it_awaits() {
+    // 99 tasks wait forever and one fails: the gather aborts the 99 and awaits them, one at a
+    // time in abort order. A task that ends must not wake the gather through its branch's
+    // waker too, which would make 99 wakes for nothing.
+    let base = alive();
+    let wakes = Arc::new(AtomicUsize::new(0));
+    let mut gather = std::pin::pin!(async {
+        gather!(spawn; for i in 0..100_u32 => async move {
+            if i == 50 {
+                yield_now().await;
+                Err(i)
+            } else {
+                pending::<Result<u32, u32>>().await
+            }
+        })
+    });
+    let mut waker = None;
+
+    let result = std::future::poll_fn(|cx| {
+        let waker = waker.get_or_insert_with(|| {
+            std::task::Waker::from(Arc::new(Counting {
+                inner: cx.waker().clone(),
+                wakes: Arc::clone(&wakes),
+            }))
+        });
+        gather
+            .as_mut()
+            .poll(&mut std::task::Context::from_waker(waker))
+    })
+    .await;
+
+    assert_eq!(alive(), base);
+    assert!(
+        matches!(result, Err(Error::Failed { error: 50, .. })),
+        "{result:?}"
+    );
+    let wakes = wakes.load(Ordering::SeqCst);
+    assert!(wakes < 10, "the gather was woken {wakes} times");
+}
+
 // ---- limit ---------------------------------------------------------------------------------
 
 #[tokio::test(start_paused = true)]

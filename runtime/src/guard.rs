@@ -8,7 +8,7 @@
 
 use core::future::Future;
 use core::pin::Pin;
-use core::task::{Context, Poll};
+use core::task::{Context, Poll, Waker};
 use std::any::Any;
 use std::cell::RefCell;
 
@@ -405,21 +405,32 @@ trait Reaped: Send {
 
 impl<T: Send> Reaped for JoinHandle<T> {
     fn poll_ended(&mut self, cx: &mut Context<'_>) -> Poll<Ended> {
-        Pin::new(self).poll(cx).map(|result| match result {
-            Ok(_) => Ended::Finished,
-            Err(error) => match error.try_into_panic() {
-                Ok(payload) => Ended::Panicked(payload),
-                Err(_) => Ended::Aborted,
-            },
-        })
+        Pin::new(self).poll(cx).map(ended)
+    }
+}
+
+/// How a task ended, from its outcome.
+fn ended<T>(outcome: Result<T, JoinError>) -> Ended {
+    match outcome {
+        Ok(_) => Ended::Finished,
+        Err(error) => match error.try_into_panic() {
+            Ok(payload) => Ended::Panicked(payload),
+            Err(_) => Ended::Aborted,
+        },
     }
 }
 
 /// One aborted task: which branch of the gather it was (when the guard was the branch itself),
-/// and the task.
+/// and the task, or how it ended if it had ended when it was aborted.
 struct Reap {
     branch: Option<usize>,
-    task: Box<dyn Reaped>,
+    task: Task,
+}
+
+/// An aborted task still to await, or how it ended.
+enum Task {
+    Running(Box<dyn Reaped>),
+    Ended(Ended),
 }
 
 struct Scope {
@@ -440,7 +451,12 @@ thread_local! {
 /// Hands an aborted task to the gather whose reaping scope is open, if any; otherwise the task
 /// is only aborted, as any dropped guard's is. `owner` is the address of the branch future
 /// that held the guard, when that future is one of gather's own wrappers.
-fn reap<T: Send + 'static>(handle: JoinHandle<T>, owner: Option<usize>) {
+///
+/// The task is polled once, with a waker that does nothing: a task that has ended is known
+/// at once, and one that is still running no longer wakes the branch's waker when it ends,
+/// which would wake the gather for nothing; the gather polls it with its own waker when it
+/// waits for it. The poll is outside tokio's budget: it is a drop, not progress of the task.
+fn reap<T: Send + 'static>(mut handle: JoinHandle<T>, owner: Option<usize>) {
     // `try_with`: a guard dropped while the thread ends has no scope to go to.
     let _ = SCOPE.try_with(|scope| {
         if let Ok(mut scope) = scope.try_borrow_mut()
@@ -450,10 +466,13 @@ fn reap<T: Send + 'static>(handle: JoinHandle<T>, owner: Option<usize>) {
                 (Some((index, address)), Some(owner)) if address == owner => Some(index),
                 _ => None,
             };
-            scope.reaped.push(Reap {
-                branch,
-                task: Box::new(handle),
-            });
+            let mut quiet = Context::from_waker(Waker::noop());
+            let task = match Pin::new(&mut tokio::task::unconstrained(&mut handle)).poll(&mut quiet)
+            {
+                Poll::Ready(outcome) => Task::Ended(ended(outcome)),
+                Poll::Pending => Task::Running(Box::new(handle)),
+            };
+            scope.reaped.push(Reap { branch, task });
         }
     });
 }
@@ -559,7 +578,10 @@ impl Reaper {
         // were aborted, so each wake costs one poll, not one per task still pending (which
         // made awaiting 10,000 aborted tasks quadratic).
         while let Some(reap) = self.pending.last_mut() {
-            let ended = core::task::ready!(reap.task.poll_ended(cx));
+            let ended = match &mut reap.task {
+                Task::Running(task) => core::task::ready!(task.poll_ended(cx)),
+                Task::Ended(ended) => core::mem::replace(ended, Ended::Aborted),
+            };
             let branch = reap.branch;
             self.pending.pop();
             match ended {
