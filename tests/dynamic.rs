@@ -743,6 +743,26 @@ fn dynamic_a_waker_left_by_an_ended_branch_costs_its_slots_next_branch_one_poll_
 }
 
 #[test]
+fn dynamic_wakes_of_many_branches_between_two_polls_wake_the_gather_once() {
+    let gates: Vec<Gate> = (0..100).map(|_| Gate::new()).collect();
+    let mut gather =
+        pin!(async { gather!(policy = settle; for i in 0..100_usize => wait(&gates, i)) });
+    let wakes = gather_tests::Wakes::new();
+    let waker = wakes.waker();
+    let mut cx = std::task::Context::from_waker(&waker);
+
+    assert!(gather.as_mut().poll(&mut cx).is_pending());
+    gates[..50].iter().for_each(Gate::open);
+    assert_eq!(wakes.count(), 1);
+
+    assert!(gather.as_mut().poll(&mut cx).is_pending());
+    gates[50..].iter().for_each(Gate::open);
+    assert_eq!(wakes.count(), 2);
+
+    assert_eq!(gather.as_mut().poll(&mut cx), Poll::Ready(vec![(); 100]));
+}
+
+#[test]
 fn dynamic_a_wake_polls_only_the_branch_it_belongs_to() {
     let log = Journal::new();
     let gates: Vec<Gate> = (0..100).map(|_| Gate::new()).collect();
