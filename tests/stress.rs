@@ -442,11 +442,17 @@ async fn spawned_rounds() {
             }
         }
         // Every task was aborted and awaited before the gather returned: their futures are
-        // gone already, and the count of alive tasks follows. A race can be won while the
-        // gather still starts branches (the winner's task may finish at once on a worker):
-        // the items after the winner are then never taken.
+        // gone already, and the count of alive tasks follows. A race can be won, or a branch
+        // fail, while the gather still starts branches (the task may finish at once on a
+        // worker, and the gather starts the rest at its next poll once tokio's budget for
+        // this one is spent): the items after it are then never taken.
         let made = live.made();
-        if round % 4 == 2 {
+        if round % 4 == 1 {
+            assert!(
+                (SPAWNED / 2 + 1..=SPAWNED).contains(&made),
+                "round {round}: {made}"
+            );
+        } else if round % 4 == 2 {
             assert!((1_235..=SPAWNED).contains(&made), "round {round}: {made}");
         } else {
             assert_eq!(made, SPAWNED, "round {round}");

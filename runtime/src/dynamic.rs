@@ -16,7 +16,7 @@ use crate::error::{Branch, Error};
 use crate::guard::{Reaper, take_trouble};
 use crate::slot::{BranchResult, failures};
 use crate::trace::{BranchSpan, GatherSpan, Outcome};
-use crate::wake::chunks::{Futures, Wakers};
+use crate::wake::chunks::Slots;
 
 /// What a gather knows of one slot, beside its future and its waker.
 struct Slot {
@@ -27,13 +27,12 @@ struct Slot {
 
 /// Fills `order` with the running branches, as (branch, slot), lowest index first. `order` is
 /// the engine's list of branches to poll, of no more use when every branch is stopped.
-fn running_in_order<F>(slots: &[Slot], futures: &Futures<F>, order: &mut Vec<(usize, usize)>) {
+fn running_in_order<F>(meta: &[Slot], slots: &Slots<F>, order: &mut Vec<(usize, usize)>) {
     order.clear();
     order.extend(
-        slots
-            .iter()
+        meta.iter()
             .enumerate()
-            .filter(|&(slot, _)| futures.is_some(slot))
+            .filter(|&(slot, _)| slots.is_running(slot))
             .map(|(slot, entry)| (entry.branch, slot)),
     );
     order.sort_unstable();
@@ -58,8 +57,8 @@ fn out_of_budget(cx: &Context<'_>) -> bool {
 /// What one step of the engine found.
 #[derive(Debug)]
 pub(crate) enum Step<O> {
-    /// The branch at this index, in this slot, finished with this output.
-    Finished(usize, usize, O),
+    /// The branch at this index finished with this output; its span is to be ended.
+    Finished(usize, BranchSpan, O),
     /// Some branch is still running; the gather's waker will be woken.
     Pending,
     /// Every branch has finished and the iterator is exhausted.
@@ -79,10 +78,10 @@ pub struct Engine<I, C, F> {
     limit: usize,
     /// Whether branches are spawned tasks, whose trouble the engine looks for.
     spawn: bool,
-    /// Every slot made so far; a slot is running while it holds a future.
-    slots: Vec<Slot>,
-    futures: Futures<F>,
-    wakers: Wakers,
+    /// The branch futures and their wakers.
+    slots: Slots<F>,
+    /// Every slot made so far: which branch it holds while it holds one.
+    meta: Vec<Slot>,
     /// A slot whose branch has ended, ready for the next branch: kept apart from `free`, so
     /// that when every branch is ready at its first poll, they all take the same slot without
     /// touching the list.
@@ -120,13 +119,13 @@ impl<I, C, F> Drop for Engine<I, C, F> {
         }
         let Engine {
             slots,
-            futures,
+            meta,
             to_poll,
             ..
         } = self;
-        running_in_order(slots, futures, to_poll);
+        running_in_order(meta, slots, to_poll);
         for &(_, slot) in to_poll.iter() {
-            futures.get(slot).set(None);
+            slots.clear(slot);
         }
     }
 }
@@ -157,9 +156,8 @@ where
             make,
             limit,
             spawn,
-            slots: Vec::new(),
-            futures: Futures::new(),
-            wakers: Wakers::new(),
+            slots: Slots::new(),
+            meta: Vec::new(),
             spare: None,
             free: Vec::new(),
             started: 0,
@@ -187,18 +185,13 @@ where
     /// poll lowest index first.
     fn begin(&mut self, cx: &Context<'_>) {
         let Engine {
-            wakers,
             slots,
-            futures,
+            meta,
             to_poll,
             ..
         } = self;
         let before = to_poll.len();
-        wakers.begin(cx.waker(), |slot| {
-            if futures.is_some(slot) {
-                to_poll.push((slots[slot].branch, slot));
-            }
-        });
+        slots.begin(cx.waker(), |slot| to_poll.push((meta[slot].branch, slot)));
         if to_poll.len() > before {
             // Some may be left from a poll that ran out of budget, and woken again since.
             to_poll.sort_unstable_by(|a, b| b.cmp(a));
@@ -211,7 +204,7 @@ where
     fn step(&mut self, cx: &Context<'_>) -> Step<F::Output> {
         loop {
             if let Some((branch, slot)) = self.to_poll.pop() {
-                if self.slots[slot].branch != branch {
+                if self.meta[slot].branch != branch {
                     continue;
                 }
                 match self.poll_slot(slot) {
@@ -222,8 +215,7 @@ where
             }
             if self.running < self.limit {
                 if let Some(item) = self.iter.as_mut().and_then(Iterator::next) {
-                    let slot = self.start(item);
-                    match self.poll_slot(slot) {
+                    match self.start(item) {
                         Step::Pending if out_of_budget(cx) => return Step::Pending,
                         Step::Pending => continue,
                         step => return step,
@@ -238,23 +230,48 @@ where
         }
     }
 
-    /// Starts the next branch in a free slot, or in a new one; returns the slot.
-    #[inline]
-    fn start(&mut self, item: I::Item) -> usize {
+    /// Starts the next branch in a free slot, or in a new one, and polls it. A branch that is
+    /// ready at once leaves its slot free for the next: it is never counted as running.
+    #[inline(always)]
+    fn start(&mut self, item: I::Item) -> Step<F::Output> {
         let index = self.started;
         self.started += 1;
         let fut = (self.make)(index, item);
-        let slot = match self.spare.take().or_else(|| self.free.pop()) {
+        let slot = match self.spare.take() {
             Some(slot) => slot,
-            None => self.new_slot(),
+            None => match self.free.pop() {
+                Some(slot) => slot,
+                None => self.new_slot(),
+            },
         };
-        self.futures.get(slot).set(Some(fut));
-        let entry = &mut self.slots[slot];
-        entry.branch = index;
+        let mut span = BranchSpan::NONE;
         let name = self.name;
-        entry.span.start(&self.trace, index, || name);
-        self.running += 1;
-        slot
+        span.start(&self.trace, index, || name);
+        let polled = self.slots.with(slot, |mut future, waker| {
+            future.set(Some(fut));
+            let Some(fut) = future.as_mut().as_pin_mut() else {
+                unreachable!("the future was just put in its slot");
+            };
+            let polled = span.poll(|| fut.poll(&mut Context::from_waker(waker)));
+            if polled.is_ready() {
+                future.set(None);
+            }
+            polled
+        });
+        match polled {
+            Poll::Ready(out) => {
+                self.release(slot);
+                Step::Finished(index, span, out)
+            }
+            Poll::Pending => {
+                self.meta[slot] = Slot {
+                    branch: index,
+                    span,
+                };
+                self.running += 1;
+                self.after_pending(index)
+            }
+        }
     }
 
     /// Gives back the slot of a branch that ended.
@@ -268,53 +285,54 @@ where
 
     /// A slot never used yet, from a new chunk when the last is full.
     fn new_slot(&mut self) -> usize {
-        let slot = self.slots.len();
-        if slot == self.futures.len() {
-            self.futures.grow();
-            self.wakers.grow();
+        let slot = self.meta.len();
+        if slot == self.slots.len() {
+            self.slots.grow();
         }
-        self.slots.push(Slot {
+        self.meta.push(Slot {
             branch: usize::MAX,
             span: BranchSpan::NONE,
         });
         slot
     }
 
+    /// Polls the running branch in `slot`, that was woken.
     #[inline(always)]
     fn poll_slot(&mut self, slot: usize) -> Step<F::Output> {
-        let Engine {
-            futures,
-            wakers,
-            slots,
-            ..
-        } = self;
-        let mut pinned = futures.get(slot);
-        let Some(fut) = pinned.as_mut().as_pin_mut() else {
-            return Step::Pending;
-        };
-        let entry = &mut slots[slot];
-        let polled = wakers.with_waker(slot, |waker| {
-            entry
+        let entry = &mut self.meta[slot];
+        let polled = self.slots.with(slot, |mut future, waker| {
+            let fut = future.as_mut().as_pin_mut()?;
+            let polled = entry
                 .span
-                .poll(|| fut.poll(&mut Context::from_waker(waker)))
+                .poll(|| fut.poll(&mut Context::from_waker(waker)));
+            if polled.is_ready() {
+                future.set(None);
+            }
+            Some(polled)
         });
         let index = entry.branch;
         match polled {
-            Poll::Ready(out) => {
-                pinned.set(None);
+            None => Step::Pending,
+            Some(Poll::Ready(out)) => {
+                let span = core::mem::replace(&mut entry.span, BranchSpan::NONE);
                 self.release(slot);
                 self.running -= 1;
-                Step::Finished(index, slot, out)
+                Step::Finished(index, span, out)
             }
-            Poll::Pending => {
-                if self.spawn
-                    && let Some((_, error)) = take_trouble()
-                {
-                    return self.trouble(index, error);
-                }
-                Step::Pending
-            }
+            Some(Poll::Pending) => self.after_pending(index),
         }
+    }
+
+    /// After branch `index` was found pending: if it is a spawned branch whose task panicked
+    /// or was cancelled from outside, the gather ends.
+    #[inline]
+    fn after_pending(&mut self, index: usize) -> Step<F::Output> {
+        if self.spawn
+            && let Some((_, error)) = take_trouble()
+        {
+            return self.trouble(index, error);
+        }
+        Step::Pending
     }
 
     /// The task of spawned branch `index` panicked or was cancelled from outside: cancels
@@ -339,36 +357,32 @@ where
         self.running = 0;
         let Engine {
             slots,
-            futures,
+            meta,
             to_poll,
             reaper,
             name,
             ..
         } = self;
-        running_in_order(slots, futures, to_poll);
+        running_in_order(meta, slots, to_poll);
         reaper.collect(|| {
             let mut stopped = Vec::with_capacity(to_poll.len());
             for (index, slot) in to_poll.drain(..) {
-                let mut pinned = futures.get(slot);
-                if let Some(fut) = pinned.as_mut().as_pin_mut() {
-                    Reaper::mark(index, core::ptr::from_ref(&*fut).addr());
-                    pinned.set(None);
-                    let outcome = if troubled == Some(index) {
-                        Outcome::Panicked
-                    } else {
-                        stop
-                    };
-                    slots[slot].span.end(outcome);
-                    stopped.push(Branch::__new(index, name));
-                }
+                slots.with(slot, |mut future, _| {
+                    if let Some(fut) = future.as_mut().as_pin_mut() {
+                        Reaper::mark(index, core::ptr::from_ref(&*fut).addr());
+                        future.set(None);
+                    }
+                });
+                let outcome = if troubled == Some(index) {
+                    Outcome::Panicked
+                } else {
+                    stop
+                };
+                meta[slot].span.end(outcome);
+                stopped.push(Branch::__new(index, name));
             }
             stopped
         })
-    }
-
-    /// Records how the branch that finished in `slot` ended, in its span.
-    fn finished(&mut self, slot: usize, outcome: Outcome) {
-        self.slots[slot].span.end(outcome);
     }
 }
 
@@ -820,13 +834,13 @@ where
             self.engine.begin(cx);
             loop {
                 match self.engine.step(cx) {
-                    Step::Finished(index, slot, out) => {
+                    Step::Finished(index, mut span, out) => {
                         let outcome = if P::is_error(&out) {
                             Outcome::Error
                         } else {
                             Outcome::Ok
                         };
-                        self.engine.finished(slot, outcome);
+                        span.end(outcome);
                         let Driver { engine, policy, .. } = self;
                         let name = engine.name;
                         if let Some(end) =

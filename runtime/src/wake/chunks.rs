@@ -18,45 +18,6 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 /// How many slots one chunk holds.
 pub(crate) const CHUNK: usize = 32;
 
-/// The branch futures of a gather, pinned in chunks of [`CHUNK`] slots that never move.
-pub(crate) struct Futures<F> {
-    chunks: Vec<Pin<Box<[Option<F>]>>>,
-}
-
-impl<F> Futures<F> {
-    pub(crate) const fn new() -> Self {
-        Futures { chunks: Vec::new() }
-    }
-
-    /// How many slots there are.
-    pub(crate) fn len(&self) -> usize {
-        self.chunks.len() * CHUNK
-    }
-
-    /// Adds a chunk of empty slots.
-    pub(crate) fn grow(&mut self) {
-        let chunk: Box<[Option<F>]> = (0..CHUNK).map(|_| None).collect();
-        self.chunks.push(Box::into_pin(chunk));
-    }
-
-    /// The future in slot `slot`, pinned.
-    #[inline]
-    pub(crate) fn get(&mut self, slot: usize) -> Pin<&mut Option<F>> {
-        let chunk = self.chunks[slot / CHUNK].as_mut();
-        // SAFETY: the chunk is a pinned boxed slice that is never moved, grown or shrunk, and
-        // no slot is ever moved out of: a slot's future is only replaced or dropped in place,
-        // through `Pin::set` on the reference made here, and the chunk's own drop drops every
-        // slot in place. So each slot stays pinned where it is, as the pinned slice is.
-        unsafe { chunk.map_unchecked_mut(|slots| &mut slots[slot % CHUNK]) }
-    }
-
-    /// Whether slot `slot` holds a future.
-    #[inline]
-    pub(crate) fn is_some(&self, slot: usize) -> bool {
-        self.chunks[slot / CHUNK][slot % CHUNK].is_some()
-    }
-}
-
 /// What the wakers of a gather share: the slots woken since the gather last looked, and the
 /// gather's own waker.
 #[derive(Default)]
@@ -92,19 +53,23 @@ enum Cell {
     Slot { offset: usize, queued: AtomicBool },
 }
 
-/// The wakers of the slots of one gather.
-pub(crate) struct Wakers {
+/// The slots of one gather: chunks of [`CHUNK`] branch futures, pinned where they are, each
+/// with the wakers of its slots.
+pub(crate) struct Slots<F> {
+    chunks: Vec<Chunk<F>>,
     queue: Arc<Queue>,
-    chunks: Vec<Arc<[Cell]>>,
     /// The gather's waker as last given to the queue, to skip replacing it when it is the same.
     parent: Option<Waker>,
 }
 
-impl core::fmt::Debug for Wakers {
+struct Chunk<F> {
+    futures: Pin<Box<[Option<F>]>>,
+    wakers: Arc<[Cell]>,
+}
+
+impl<F> core::fmt::Debug for Slots<F> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("Wakers")
-            .field("slots", &(self.chunks.len() * CHUNK))
-            .finish()
+        f.debug_struct("Slots").field("slots", &self.len()).finish()
     }
 }
 
@@ -181,19 +146,25 @@ unsafe fn drop_waker(data: *const ()) {
     unsafe { Arc::decrement_strong_count(chunk_of(data)) };
 }
 
-impl Wakers {
+impl<F> Slots<F> {
     pub(crate) fn new() -> Self {
-        Wakers {
-            queue: Arc::default(),
+        Slots {
             chunks: Vec::new(),
+            queue: Arc::default(),
             parent: None,
         }
     }
 
-    /// Adds the wakers of a chunk of slots: one allocation.
+    /// How many slots there are.
+    pub(crate) fn len(&self) -> usize {
+        self.chunks.len() * CHUNK
+    }
+
+    /// Adds a chunk of empty slots: one allocation for the futures, one for the wakers.
     pub(crate) fn grow(&mut self) {
-        let first = self.chunks.len() * CHUNK;
-        let chunk: Arc<[Cell]> = core::iter::once(Cell::Header {
+        let first = self.len();
+        let futures: Box<[Option<F>]> = (0..CHUNK).map(|_| None).collect();
+        let wakers: Arc<[Cell]> = core::iter::once(Cell::Header {
             len: CHUNK + 1,
             first,
             queue: Arc::clone(&self.queue),
@@ -203,7 +174,54 @@ impl Wakers {
             queued: AtomicBool::new(false),
         }))
         .collect();
-        self.chunks.push(chunk);
+        self.chunks.push(Chunk {
+            futures: Box::into_pin(futures),
+            wakers,
+        });
+    }
+
+    /// Whether slot `slot` holds a future.
+    #[inline]
+    pub(crate) fn is_running(&self, slot: usize) -> bool {
+        self.chunks[slot / CHUNK].futures[slot % CHUNK].is_some()
+    }
+
+    /// Runs `f` with the future of slot `slot`, pinned, and the slot's waker. The waker is only
+    /// lent, without touching the reference count, and cloned (with a count of its own) if
+    /// the branch keeps it.
+    #[inline]
+    pub(crate) fn with<R>(
+        &mut self,
+        slot: usize,
+        f: impl FnOnce(Pin<&mut Option<F>>, &Waker) -> R,
+    ) -> R {
+        let chunk = &mut self.chunks[slot / CHUNK];
+        let offset = slot % CHUNK;
+        // SAFETY: the chunk's futures are a pinned boxed slice that is never moved, grown or
+        // shrunk, and no slot is ever moved out of: a slot's future is only replaced or
+        // dropped in place, through `Pin::set` on the reference made here, and the chunk's own
+        // drop drops every slot in place. So each slot stays pinned where it is, as the slice
+        // is.
+        let future = unsafe {
+            chunk
+                .futures
+                .as_mut()
+                .map_unchecked_mut(|futures| &mut futures[offset])
+        };
+        // From the pointer to the whole chunk of cells, so that `chunk_of` may step back to
+        // cell 0.
+        // SAFETY: `offset + 1` is at most `CHUNK`, in bounds of a chunk of `CHUNK + 1` cells.
+        let cell = unsafe { Arc::as_ptr(&chunk.wakers).cast::<Cell>().add(offset + 1) };
+        // SAFETY: `cell` is a slot cell of `chunk.wakers`, which outlives the lent waker; the
+        // `ManuallyDrop` keeps the lent waker from giving back a count it never took.
+        let waker =
+            ManuallyDrop::new(unsafe { Waker::from_raw(RawWaker::new(cell.cast(), &VTABLE)) });
+        f(future, &waker)
+    }
+
+    /// Drops the future of slot `slot` in place, if it holds one.
+    pub(crate) fn clear(&mut self, slot: usize) {
+        self.with(slot, |mut future, _| future.set(None));
     }
 
     /// Starts a poll of the gather woken by `waker`: remembers it, for the first slot wake
@@ -217,27 +235,12 @@ impl Wakers {
         }
         queue.notified = false;
         for slot in queue.slots.drain(..) {
-            if let Cell::Slot { queued, .. } = &self.chunks[slot / CHUNK][slot % CHUNK + 1] {
+            let cells = &self.chunks[slot / CHUNK].wakers;
+            if let Cell::Slot { queued, .. } = &cells[slot % CHUNK + 1] {
                 queued.store(false, Ordering::Release);
             }
             woken(slot);
         }
-    }
-
-    /// Runs `f` with the waker of slot `slot`, without touching the reference count: the
-    /// waker is only lent, and cloned (with a count of its own) if the branch keeps it.
-    #[inline]
-    pub(crate) fn with_waker<R>(&self, slot: usize, f: impl FnOnce(&Waker) -> R) -> R {
-        let chunk = &self.chunks[slot / CHUNK];
-        // From the pointer to the whole chunk, so that `chunk_of` may step back to cell 0.
-        // SAFETY: `slot % CHUNK + 1` is at most `CHUNK`, in bounds of a chunk of `CHUNK + 1`
-        // cells.
-        let cell = unsafe { Arc::as_ptr(chunk).cast::<Cell>().add(slot % CHUNK + 1) };
-        // SAFETY: `cell` is a slot cell of `chunk`, which outlives the lent waker; the
-        // `ManuallyDrop` keeps the lent waker from giving back a count it never took.
-        let waker =
-            ManuallyDrop::new(unsafe { Waker::from_raw(RawWaker::new(cell.cast(), &VTABLE)) });
-        f(&waker)
     }
 }
 
@@ -261,54 +264,62 @@ mod tests {
         (Arc::clone(&count), Waker::from(Arc::clone(&count)))
     }
 
-    fn wakers(chunks: usize) -> Wakers {
-        let mut wakers = Wakers::new();
+    type Pending = core::future::Pending<u8>;
+
+    fn slots(chunks: usize) -> Slots<Pending> {
+        let mut slots = Slots::new();
         for _ in 0..chunks {
-            wakers.grow();
+            slots.grow();
         }
-        wakers
+        slots
     }
 
-    fn taken(wakers: &mut Wakers, waker: &Waker) -> Vec<usize> {
-        let mut slots = Vec::new();
-        wakers.begin(waker, |slot| slots.push(slot));
-        slots
+    /// Runs `f` with the lent waker of `slot`.
+    fn lend<R>(slots: &mut Slots<Pending>, slot: usize, f: impl FnOnce(&Waker) -> R) -> R {
+        slots.with(slot, |_, waker| f(waker))
+    }
+
+    fn taken(slots: &mut Slots<Pending>, waker: &Waker) -> Vec<usize> {
+        let mut taken = Vec::new();
+        slots.begin(waker, |slot| taken.push(slot));
+        taken
     }
 
     #[test]
     fn a_wake_queues_its_own_slot_once_and_wakes_the_parent_once() {
-        let mut wakers = wakers(2);
+        let mut slots = slots(2);
         let (count, waker) = parent();
-        assert!(taken(&mut wakers, &waker).is_empty());
-        wakers.with_waker(CHUNK + 3, Waker::wake_by_ref);
-        wakers.with_waker(CHUNK + 3, Waker::wake_by_ref);
-        wakers.with_waker(1, Waker::wake_by_ref);
+        assert!(taken(&mut slots, &waker).is_empty());
+        lend(&mut slots, CHUNK + 3, Waker::wake_by_ref);
+        lend(&mut slots, CHUNK + 3, Waker::wake_by_ref);
+        lend(&mut slots, 1, Waker::wake_by_ref);
         assert_eq!(count.0.load(Ordering::SeqCst), 1);
-        assert_eq!(taken(&mut wakers, &waker), [CHUNK + 3, 1]);
+        assert_eq!(taken(&mut slots, &waker), [CHUNK + 3, 1]);
         assert!(
-            taken(&mut wakers, &waker).is_empty(),
+            taken(&mut slots, &waker).is_empty(),
             "each wake is taken once"
         );
         // Taken slots are queued again by their next wake, which wakes the parent again.
-        wakers.with_waker(CHUNK + 3, Waker::wake_by_ref);
-        assert_eq!(taken(&mut wakers, &waker), [CHUNK + 3]);
+        lend(&mut slots, CHUNK + 3, Waker::wake_by_ref);
+        assert_eq!(taken(&mut slots, &waker), [CHUNK + 3]);
         assert_eq!(count.0.load(Ordering::SeqCst), 2);
     }
 
     #[test]
     fn a_lent_waker_takes_no_count_and_clones_keep_the_chunk_alive() {
-        let mut wakers = wakers(1);
+        let mut slots = slots(1);
         let (_, waker) = parent();
-        wakers.with_waker(5, |lent| {
-            assert_eq!(Arc::strong_count(&wakers.chunks[0]), 1);
+        let cells = Arc::clone(&slots.chunks[0].wakers);
+        lend(&mut slots, 5, |lent| {
+            assert_eq!(Arc::strong_count(&cells), 2, "the slots' and this test's");
             lent.wake_by_ref();
         });
-        assert_eq!(taken(&mut wakers, &waker), [5]);
-        let kept = wakers.with_waker(5, Waker::clone);
+        assert_eq!(taken(&mut slots, &waker), [5]);
+        let kept = lend(&mut slots, 5, Waker::clone);
         let kept_too = kept.clone();
         assert!(kept.will_wake(&kept_too));
-        assert_eq!(Arc::strong_count(&wakers.chunks[0]), 3);
-        drop(wakers);
+        assert_eq!(Arc::strong_count(&cells), 4);
+        drop((slots, cells));
         // The chunk outlives the gather while wakers are kept; wakes still work.
         kept.wake_by_ref();
         kept.wake(); // by value: wakes, then gives its count back
@@ -317,36 +328,36 @@ mod tests {
 
     #[test]
     fn a_wake_before_the_first_poll_only_queues_the_slot() {
-        let mut wakers = wakers(1);
-        wakers.with_waker(0, Waker::clone).wake();
+        let mut slots = slots(1);
+        lend(&mut slots, 0, Waker::clone).wake();
         let (count, waker) = parent();
-        assert_eq!(taken(&mut wakers, &waker), [0]);
+        assert_eq!(taken(&mut slots, &waker), [0]);
         assert_eq!(count.0.load(Ordering::SeqCst), 0);
     }
 
     #[test]
     fn the_parent_is_replaced_only_when_it_changes() {
-        let mut wakers = wakers(1);
+        let mut slots = slots(1);
         let (first, waker) = parent();
-        taken(&mut wakers, &waker);
-        taken(&mut wakers, &waker.clone());
+        taken(&mut slots, &waker);
+        taken(&mut slots, &waker.clone());
         let (second, other) = parent();
-        taken(&mut wakers, &other);
-        wakers.with_waker(0, Waker::wake_by_ref);
+        taken(&mut slots, &other);
+        lend(&mut slots, 0, Waker::wake_by_ref);
         assert_eq!(first.0.load(Ordering::SeqCst), 0);
         assert_eq!(second.0.load(Ordering::SeqCst), 1);
     }
 
     #[test]
     fn wakes_from_other_threads_after_the_owner_is_gone() {
-        let mut wakers = wakers(2);
+        let mut slots = slots(2);
         let (count, waker) = parent();
-        taken(&mut wakers, &waker);
+        taken(&mut slots, &waker);
         let kept: Vec<Waker> = [0, CHUNK - 1, CHUNK, 2 * CHUNK - 1]
             .into_iter()
-            .map(|slot| wakers.with_waker(slot, Waker::clone))
+            .map(|slot| lend(&mut slots, slot, Waker::clone))
             .collect();
-        drop(wakers);
+        drop(slots);
         std::thread::scope(|s| {
             for waker in &kept {
                 for _ in 0..2 {
@@ -365,22 +376,47 @@ mod tests {
         drop(kept);
     }
 
+    /// The address of the future in `slot`.
+    fn address(slots: &mut Slots<Pending>, slot: usize) -> usize {
+        slots.with(slot, |future, _| {
+            ptr::from_ref(future.as_ref().get_ref()).addr()
+        })
+    }
+
     #[test]
     fn futures_stay_where_they_are_pinned_while_chunks_are_added() {
-        let mut futures = Futures::<core::future::Pending<u8>>::new();
-        futures.grow();
-        futures.get(CHUNK - 1).set(Some(core::future::pending()));
-        let at = ptr::from_ref(futures.get(CHUNK - 1).as_ref().get_ref()).addr();
-        futures.grow();
-        futures.grow();
-        assert_eq!(futures.len(), 3 * CHUNK);
-        assert_eq!(
-            ptr::from_ref(futures.get(CHUNK - 1).as_ref().get_ref()).addr(),
-            at
-        );
-        assert!(futures.is_some(CHUNK - 1));
-        assert!(!futures.is_some(CHUNK));
-        futures.get(CHUNK - 1).set(None);
-        assert!(!futures.is_some(CHUNK - 1));
+        let mut slots = slots(1);
+        slots.with(CHUNK - 1, |mut future, _| {
+            future.set(Some(core::future::pending()));
+        });
+        let at = address(&mut slots, CHUNK - 1);
+        slots.grow();
+        slots.grow();
+        assert_eq!(slots.len(), 3 * CHUNK);
+        assert_eq!(address(&mut slots, CHUNK - 1), at);
+        assert!(slots.is_running(CHUNK - 1));
+        assert!(!slots.is_running(CHUNK));
+        slots.clear(CHUNK - 1);
+        assert!(!slots.is_running(CHUNK - 1));
+    }
+
+    #[test]
+    fn a_future_left_in_a_slot_is_dropped_with_the_slots() {
+        struct Probe<'a>(&'a core::cell::Cell<usize>);
+        impl Drop for Probe<'_> {
+            fn drop(&mut self) {
+                self.0.set(self.0.get() + 1);
+            }
+        }
+        let dropped = core::cell::Cell::new(0);
+        let mut slots = Slots::new();
+        slots.grow();
+        for slot in [0, 7, CHUNK - 1] {
+            slots.with(slot, |mut future, _| future.set(Some(Probe(&dropped))));
+        }
+        slots.clear(7);
+        assert_eq!(dropped.get(), 1);
+        drop(slots);
+        assert_eq!(dropped.get(), 3);
     }
 }
