@@ -27,14 +27,9 @@ struct Slot {
 
 /// Fills `order` with the running branches, as (branch, slot), lowest index first. `order` is
 /// the engine's list of branches to poll, of no more use when every branch is stopped.
-fn running_in_order<F>(meta: &[Slot], slots: &Slots<F>, order: &mut Vec<(usize, usize)>) {
+fn running_in_order<F>(slots: &Slots<F, Slot>, order: &mut Vec<(usize, usize)>) {
     order.clear();
-    order.extend(
-        meta.iter()
-            .enumerate()
-            .filter(|&(slot, _)| slots.is_running(slot))
-            .map(|(slot, entry)| (entry.branch, slot)),
-    );
+    order.extend(slots.running().map(|(slot, entry)| (entry.branch, slot)));
     order.sort_unstable();
 }
 
@@ -78,10 +73,10 @@ pub struct Engine<I, C, F> {
     limit: usize,
     /// Whether branches are spawned tasks, whose trouble the engine looks for.
     spawn: bool,
-    /// The branch futures and their wakers.
-    slots: Slots<F>,
-    /// Every slot made so far: which branch it holds while it holds one.
-    meta: Vec<Slot>,
+    /// The branch futures, their wakers, and which branch each slot holds.
+    slots: Slots<F, Slot>,
+    /// How many slots have been used so far.
+    made: usize,
     /// A slot whose branch has ended, ready for the next branch: kept apart from `free`, so
     /// that when every branch is ready at its first poll, they all take the same slot without
     /// touching the list.
@@ -117,13 +112,8 @@ impl<I, C, F> Drop for Engine<I, C, F> {
         if self.running == 0 {
             return;
         }
-        let Engine {
-            slots,
-            meta,
-            to_poll,
-            ..
-        } = self;
-        running_in_order(meta, slots, to_poll);
+        let Engine { slots, to_poll, .. } = self;
+        running_in_order(slots, to_poll);
         for &(_, slot) in to_poll.iter() {
             slots.clear(slot);
         }
@@ -157,7 +147,7 @@ where
             limit,
             spawn,
             slots: Slots::new(),
-            meta: Vec::new(),
+            made: 0,
             spare: None,
             free: Vec::new(),
             started: 0,
@@ -184,14 +174,9 @@ where
     /// Starts a poll of the gather: remembers its waker, and takes the woken branches, to
     /// poll lowest index first.
     fn begin(&mut self, cx: &Context<'_>) {
-        let Engine {
-            slots,
-            meta,
-            to_poll,
-            ..
-        } = self;
+        let Engine { slots, to_poll, .. } = self;
         let before = to_poll.len();
-        slots.begin(cx.waker(), |slot| to_poll.push((meta[slot].branch, slot)));
+        slots.begin(cx.waker(), |slot, entry| to_poll.push((entry.branch, slot)));
         if to_poll.len() > before {
             // Some may be left from a poll that ran out of budget, and woken again since.
             to_poll.sort_unstable_by(|a, b| b.cmp(a));
@@ -204,7 +189,7 @@ where
     fn step(&mut self, cx: &Context<'_>) -> Step<F::Output> {
         loop {
             if let Some((branch, slot)) = self.to_poll.pop() {
-                if self.meta[slot].branch != branch {
+                if self.slots.meta(slot).branch != branch {
                     continue;
                 }
                 match self.poll_slot(slot) {
@@ -247,7 +232,7 @@ where
         let mut span = BranchSpan::NONE;
         let name = self.name;
         span.start(&self.trace, index, || name);
-        let polled = self.slots.with(slot, |mut future, waker| {
+        let polled = self.slots.with(slot, |mut future, waker, _| {
             future.set(Some(fut));
             let Some(fut) = future.as_mut().as_pin_mut() else {
                 unreachable!("the future was just put in its slot");
@@ -264,7 +249,7 @@ where
                 Step::Finished(index, span, out)
             }
             Poll::Pending => {
-                self.meta[slot] = Slot {
+                *self.slots.meta_mut(slot) = Slot {
                     branch: index,
                     span,
                 };
@@ -285,36 +270,40 @@ where
 
     /// A slot never used yet, from a new chunk when the last is full.
     fn new_slot(&mut self) -> usize {
-        let slot = self.meta.len();
+        let slot = self.made;
+        self.made += 1;
         if slot == self.slots.len() {
-            self.slots.grow();
+            self.slots.grow(|| Slot {
+                branch: usize::MAX,
+                span: BranchSpan::NONE,
+            });
         }
-        self.meta.push(Slot {
-            branch: usize::MAX,
-            span: BranchSpan::NONE,
-        });
         slot
     }
 
     /// Polls the running branch in `slot`, that was woken.
     #[inline(always)]
     fn poll_slot(&mut self, slot: usize) -> Step<F::Output> {
-        let entry = &mut self.meta[slot];
-        let polled = self.slots.with(slot, |mut future, waker| {
-            let fut = future.as_mut().as_pin_mut()?;
+        let (index, polled) = self.slots.with(slot, |mut future, waker, entry| {
+            let Some(fut) = future.as_mut().as_pin_mut() else {
+                return (entry.branch, None);
+            };
             let polled = entry
                 .span
                 .poll(|| fut.poll(&mut Context::from_waker(waker)));
-            if polled.is_ready() {
-                future.set(None);
-            }
-            Some(polled)
+            let polled = match polled {
+                Poll::Ready(out) => {
+                    future.set(None);
+                    let span = core::mem::replace(&mut entry.span, BranchSpan::NONE);
+                    Poll::Ready((span, out))
+                }
+                Poll::Pending => Poll::Pending,
+            };
+            (entry.branch, Some(polled))
         });
-        let index = entry.branch;
         match polled {
             None => Step::Pending,
-            Some(Poll::Ready(out)) => {
-                let span = core::mem::replace(&mut entry.span, BranchSpan::NONE);
+            Some(Poll::Ready((span, out))) => {
                 self.release(slot);
                 self.running -= 1;
                 Step::Finished(index, span, out)
@@ -357,28 +346,27 @@ where
         self.running = 0;
         let Engine {
             slots,
-            meta,
             to_poll,
             reaper,
             name,
             ..
         } = self;
-        running_in_order(meta, slots, to_poll);
+        running_in_order(slots, to_poll);
         reaper.collect(|| {
             let mut stopped = Vec::with_capacity(to_poll.len());
             for (index, slot) in to_poll.drain(..) {
-                slots.with(slot, |mut future, _| {
-                    if let Some(fut) = future.as_mut().as_pin_mut() {
-                        Reaper::mark(index, core::ptr::from_ref(&*fut).addr());
-                        future.set(None);
-                    }
-                });
                 let outcome = if troubled == Some(index) {
                     Outcome::Panicked
                 } else {
                     stop
                 };
-                meta[slot].span.end(outcome);
+                slots.with(slot, |mut future, _, entry| {
+                    if let Some(fut) = future.as_mut().as_pin_mut() {
+                        Reaper::mark(index, core::ptr::from_ref(&*fut).addr());
+                        future.set(None);
+                    }
+                    entry.span.end(outcome);
+                });
                 stopped.push(Branch::__new(index, name));
             }
             stopped

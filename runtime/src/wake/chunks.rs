@@ -3,14 +3,13 @@
 //! wakers. A slot outlives its branch and is taken by the next branch to start, so a gather
 //! allocates by the number of branches running at once, [`CHUNK`] slots at a time.
 //!
-//! A slot's waker is a `RawWaker` that points at its cell in the chunk's `Arc<[Cell]>`. Cell 0
-//! of each chunk is a header: the number of cells, the first slot of the chunk, and the queue
-//! that every chunk of the gather shares. From a slot cell, its offset finds the header, and
-//! the header's length rebuilds the `Arc` to count references, as in the parent module.
+//! A slot's waker is a `RawWaker` that points at its cell in the chunk's `Arc<Wakers>`. A cell
+//! holds its offset in the chunk, which leads back to the start of the chunk's `Wakers` and so
+//! to the `Arc` to count references. Chunk 0 holds the queue that every waker of the gather
+//! shares, and each later chunk holds chunk 0.
 
-use core::mem::ManuallyDrop;
+use core::mem::{ManuallyDrop, offset_of};
 use core::pin::Pin;
-use core::ptr;
 use core::sync::atomic::{AtomicBool, Ordering};
 use core::task::{RawWaker, RawWakerVTable, Waker};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -20,12 +19,10 @@ pub(crate) const CHUNK: usize = 32;
 
 /// What the wakers of a gather share: the slots woken since the gather last looked, and the
 /// gather's own waker.
-#[derive(Default)]
 struct Queue {
     woken: Mutex<Woken>,
 }
 
-#[derive(Default)]
 struct Woken {
     slots: Vec<usize>,
     parent: Option<Waker>,
@@ -41,33 +38,57 @@ impl Queue {
     }
 }
 
-/// One cell of a chunk of wakers.
-enum Cell {
-    /// Cell 0: how many cells the chunk has, the slot of its cell 1, and the gather's queue.
-    Header {
-        len: usize,
-        first: usize,
-        queue: Arc<Queue>,
-    },
-    /// Cell `offset`: whether the slot `first + offset - 1` is in the queue already.
-    Slot { offset: usize, queued: AtomicBool },
+/// The wakers of one chunk's slots, in one allocation that each of their wakers counts.
+struct Wakers {
+    /// The slot of `cells[0]`.
+    first: usize,
+    queue: QueueOf,
+    cells: [Cell; CHUNK],
+}
+
+/// Where a chunk finds the gather's queue.
+enum QueueOf {
+    /// Chunk 0 holds it.
+    Own(Queue),
+    /// A later chunk holds chunk 0.
+    First(Arc<Wakers>),
+}
+
+/// What a slot's waker points at: the slot's offset in its chunk, and whether the slot is in
+/// the queue already.
+struct Cell {
+    offset: u8,
+    queued: AtomicBool,
+}
+
+impl Wakers {
+    fn queue(&self) -> &Queue {
+        match &self.queue {
+            QueueOf::Own(queue) => queue,
+            QueueOf::First(first) => match &first.queue {
+                QueueOf::Own(queue) => queue,
+                QueueOf::First(_) => unreachable!("chunk 0 holds the queue"),
+            },
+        }
+    }
 }
 
 /// The slots of one gather: chunks of [`CHUNK`] branch futures, pinned where they are, each
-/// with the wakers of its slots.
-pub(crate) struct Slots<F> {
-    chunks: Vec<Chunk<F>>,
-    queue: Arc<Queue>,
-    /// The gather's waker as last given to the queue, to skip replacing it when it is the same.
+/// with the wakers of its slots and what the gather keeps of each slot (`M`).
+pub(crate) struct Slots<F, M> {
+    chunks: Vec<Chunk<F, M>>,
+    /// The gather's waker as last given to the queue, to skip replacing it when it is the same,
+    /// and to give to the queue when chunk 0 is made.
     parent: Option<Waker>,
 }
 
-struct Chunk<F> {
+struct Chunk<F, M> {
     futures: Pin<Box<[Option<F>]>>,
-    wakers: Arc<[Cell]>,
+    wakers: Arc<Wakers>,
+    meta: [M; CHUNK],
 }
 
-impl<F> core::fmt::Debug for Slots<F> {
+impl<F, M> core::fmt::Debug for Slots<F, M> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Slots").field("slots", &self.len()).finish()
     }
@@ -75,30 +96,30 @@ impl<F> core::fmt::Debug for Slots<F> {
 
 static VTABLE: RawWakerVTable = RawWakerVTable::new(clone, wake, wake_by_ref, drop_waker);
 
-/// The chunk a slot cell belongs to, rebuilt from the cell's address.
+/// The chunk of wakers a cell belongs to, rebuilt from the cell's address.
 ///
 /// # Safety
 ///
-/// `data` must point at a `Cell::Slot` of a live `Arc<[Cell]>` made by [`Wakers::grow`].
-unsafe fn chunk_of(data: *const ()) -> *const [Cell] {
+/// `data` must point at a cell of a live `Arc<Wakers>` made by [`Slots::grow`], with a pointer
+/// derived from the `Arc`'s own (as [`Slots::with`] makes it).
+unsafe fn chunk_of(data: *const ()) -> *const Wakers {
     let cell = data.cast::<Cell>();
     // SAFETY: the caller guarantees `cell` points at a live cell.
-    let Cell::Slot { offset, .. } = (unsafe { &*cell }) else {
-        unreachable!("a slot waker points at a slot cell");
-    };
-    // SAFETY: a slot cell at position `offset` of the chunk is `offset` cells after its
-    // start, in the same allocation.
-    let start = unsafe { cell.sub(*offset) };
-    // SAFETY: `start` is cell 0 of the same live chunk, which is always the header.
-    let Cell::Header { len, .. } = (unsafe { &*start }) else {
-        unreachable!("cell 0 is the header");
-    };
-    ptr::slice_from_raw_parts(start, *len)
+    let offset = usize::from(unsafe { (*cell).offset });
+    // SAFETY: the cell at `offset` is `offset` cells after the first cell of its chunk, and
+    // the cells are `offset_of!(Wakers, cells)` bytes after the start of the `Wakers`, all in
+    // one allocation, which the pointer may reach: it was derived from the `Arc`'s.
+    unsafe {
+        cell.sub(offset)
+            .byte_sub(offset_of!(Wakers, cells))
+            .cast::<Wakers>()
+    }
 }
 
 unsafe fn clone(data: *const ()) -> RawWaker {
     // SAFETY: `data` comes from a waker of ours, which holds a strong count of the chunk, so
-    // the chunk is live; the new waker takes the count added here.
+    // the chunk is live, and `chunk_of` gives the `Arc`'s own pointer back; the new waker
+    // takes the count added here.
     unsafe { Arc::increment_strong_count(chunk_of(data)) };
     RawWaker::new(data, &VTABLE)
 }
@@ -114,20 +135,15 @@ unsafe fn wake(data: *const ()) {
 unsafe fn wake_by_ref(data: *const ()) {
     // SAFETY: `data` comes from a live waker of ours, so the chunk is live.
     let chunk = unsafe { &*chunk_of(data) };
-    // SAFETY: as above, `data` points at a slot cell of that chunk.
-    let Cell::Slot { offset, queued } = (unsafe { &*data.cast::<Cell>() }) else {
-        unreachable!("a slot waker points at a slot cell");
-    };
+    // SAFETY: as above, `data` points at a cell of that chunk.
+    let cell = unsafe { &*data.cast::<Cell>() };
     // A plain load first: a slot woken again before the gather took it is queued already.
-    if queued.load(Ordering::Acquire) || queued.swap(true, Ordering::AcqRel) {
+    if cell.queued.load(Ordering::Acquire) || cell.queued.swap(true, Ordering::AcqRel) {
         return;
     }
-    let Cell::Header { first, queue, .. } = &chunk[0] else {
-        unreachable!("cell 0 is the header");
-    };
     let parent = {
-        let mut woken = queue.lock();
-        woken.slots.push(first + offset - 1);
+        let mut woken = chunk.queue().lock();
+        woken.slots.push(chunk.first + usize::from(cell.offset));
         if woken.notified {
             return;
         }
@@ -146,11 +162,10 @@ unsafe fn drop_waker(data: *const ()) {
     unsafe { Arc::decrement_strong_count(chunk_of(data)) };
 }
 
-impl<F> Slots<F> {
-    pub(crate) fn new() -> Self {
+impl<F, M> Slots<F, M> {
+    pub(crate) const fn new() -> Self {
         Slots {
             chunks: Vec::new(),
-            queue: Arc::default(),
             parent: None,
         }
     }
@@ -160,40 +175,69 @@ impl<F> Slots<F> {
         self.chunks.len() * CHUNK
     }
 
-    /// Adds a chunk of empty slots: one allocation for the futures, one for the wakers.
-    pub(crate) fn grow(&mut self) {
+    /// Adds a chunk of empty slots, each with `meta()`: one allocation for the futures, one
+    /// for the wakers (and the queue, in chunk 0).
+    pub(crate) fn grow(&mut self, mut meta: impl FnMut() -> M) {
         let first = self.len();
         let futures: Box<[Option<F>]> = (0..CHUNK).map(|_| None).collect();
-        let wakers: Arc<[Cell]> = core::iter::once(Cell::Header {
-            len: CHUNK + 1,
+        let queue = match self.chunks.first() {
+            None => QueueOf::Own(Queue {
+                woken: Mutex::new(Woken {
+                    slots: Vec::new(),
+                    parent: self.parent.clone(),
+                    notified: false,
+                }),
+            }),
+            Some(chunk) => QueueOf::First(Arc::clone(&chunk.wakers)),
+        };
+        let wakers = Arc::new(Wakers {
             first,
-            queue: Arc::clone(&self.queue),
-        })
-        .chain((1..=CHUNK).map(|offset| Cell::Slot {
-            offset,
-            queued: AtomicBool::new(false),
-        }))
-        .collect();
+            queue,
+            cells: core::array::from_fn(|offset| Cell {
+                offset: u8::try_from(offset).expect("a chunk has at most 256 slots"),
+                queued: AtomicBool::new(false),
+            }),
+        });
         self.chunks.push(Chunk {
             futures: Box::into_pin(futures),
             wakers,
+            meta: core::array::from_fn(|_| meta()),
         });
     }
 
-    /// Whether slot `slot` holds a future.
+    /// What the gather keeps of slot `slot`.
     #[inline]
-    pub(crate) fn is_running(&self, slot: usize) -> bool {
-        self.chunks[slot / CHUNK].futures[slot % CHUNK].is_some()
+    pub(crate) fn meta(&self, slot: usize) -> &M {
+        &self.chunks[slot / CHUNK].meta[slot % CHUNK]
     }
 
-    /// Runs `f` with the future of slot `slot`, pinned, and the slot's waker. The waker is only
-    /// lent, without touching the reference count, and cloned (with a count of its own) if
-    /// the branch keeps it.
+    /// What the gather keeps of slot `slot`, to change.
+    #[inline]
+    pub(crate) fn meta_mut(&mut self, slot: usize) -> &mut M {
+        &mut self.chunks[slot / CHUNK].meta[slot % CHUNK]
+    }
+
+    /// The running slots, each with what the gather keeps of it.
+    pub(crate) fn running(&self) -> impl Iterator<Item = (usize, &M)> {
+        self.chunks.iter().enumerate().flat_map(|(c, chunk)| {
+            chunk
+                .futures
+                .iter()
+                .zip(&chunk.meta)
+                .enumerate()
+                .filter(|(_, (future, _))| future.is_some())
+                .map(move |(offset, (_, meta))| (c * CHUNK + offset, meta))
+        })
+    }
+
+    /// Runs `f` with the future of slot `slot`, pinned, the slot's waker, and what the gather
+    /// keeps of the slot. The waker is only lent, without touching the reference count, and
+    /// cloned (with a count of its own) if the branch keeps it.
     #[inline]
     pub(crate) fn with<R>(
         &mut self,
         slot: usize,
-        f: impl FnOnce(Pin<&mut Option<F>>, &Waker) -> R,
+        f: impl FnOnce(Pin<&mut Option<F>>, &Waker, &mut M) -> R,
     ) -> R {
         let chunk = &mut self.chunks[slot / CHUNK];
         let offset = slot % CHUNK;
@@ -208,38 +252,48 @@ impl<F> Slots<F> {
                 .as_mut()
                 .map_unchecked_mut(|futures| &mut futures[offset])
         };
-        // From the pointer to the whole chunk of cells, so that `chunk_of` may step back to
-        // cell 0.
-        // SAFETY: `offset + 1` is at most `CHUNK`, in bounds of a chunk of `CHUNK + 1` cells.
-        let cell = unsafe { Arc::as_ptr(&chunk.wakers).cast::<Cell>().add(offset + 1) };
-        // SAFETY: `cell` is a slot cell of `chunk.wakers`, which outlives the lent waker; the
+        let wakers = Arc::as_ptr(&chunk.wakers);
+        // From the `Arc`'s own pointer, so that `chunk_of` may step back to the start of the
+        // `Wakers`.
+        // SAFETY: `wakers` points at a live `Wakers`, and `offset` is below `CHUNK`, in bounds
+        // of its cells.
+        let cell = unsafe { (&raw const (*wakers).cells).cast::<Cell>().add(offset) };
+        // SAFETY: `cell` is a cell of `chunk.wakers`, which outlives the lent waker; the
         // `ManuallyDrop` keeps the lent waker from giving back a count it never took.
         let waker =
             ManuallyDrop::new(unsafe { Waker::from_raw(RawWaker::new(cell.cast(), &VTABLE)) });
-        f(future, &waker)
+        f(future, &waker, &mut chunk.meta[offset])
     }
 
     /// Drops the future of slot `slot` in place, if it holds one.
     pub(crate) fn clear(&mut self, slot: usize) {
-        self.with(slot, |mut future, _| future.set(None));
+        self.with(slot, |mut future, _, _| future.set(None));
     }
 
     /// Starts a poll of the gather woken by `waker`: remembers it, for the first slot wake
     /// after this to wake, and hands each slot woken since the last poll to `woken`, once,
-    /// clearing its flag so that a later wake queues it again.
-    pub(crate) fn begin(&mut self, waker: &Waker, mut woken: impl FnMut(usize)) {
-        let mut queue = self.queue.lock();
-        if !self.parent.as_ref().is_some_and(|p| p.will_wake(waker)) {
-            queue.parent = Some(waker.clone());
+    /// with what the gather keeps of it, clearing its flag so that a later wake queues it
+    /// again.
+    pub(crate) fn begin(&mut self, waker: &Waker, mut woken: impl FnMut(usize, &M)) {
+        let changed = !self.parent.as_ref().is_some_and(|p| p.will_wake(waker));
+        if changed {
             self.parent = Some(waker.clone());
+        }
+        let Some(first) = self.chunks.first() else {
+            return;
+        };
+        let mut queue = first.wakers.queue().lock();
+        if changed {
+            queue.parent.clone_from(&self.parent);
         }
         queue.notified = false;
         for slot in queue.slots.drain(..) {
-            let cells = &self.chunks[slot / CHUNK].wakers;
-            if let Cell::Slot { queued, .. } = &cells[slot % CHUNK + 1] {
-                queued.store(false, Ordering::Release);
-            }
-            woken(slot);
+            let chunk = &self.chunks[slot / CHUNK];
+            let offset = slot % CHUNK;
+            chunk.wakers.cells[offset]
+                .queued
+                .store(false, Ordering::Release);
+            woken(slot, &chunk.meta[offset]);
         }
     }
 }
@@ -266,22 +320,22 @@ mod tests {
 
     type Pending = core::future::Pending<u8>;
 
-    fn slots(chunks: usize) -> Slots<Pending> {
+    fn slots(chunks: usize) -> Slots<Pending, ()> {
         let mut slots = Slots::new();
         for _ in 0..chunks {
-            slots.grow();
+            slots.grow(|| ());
         }
         slots
     }
 
     /// Runs `f` with the lent waker of `slot`.
-    fn lend<R>(slots: &mut Slots<Pending>, slot: usize, f: impl FnOnce(&Waker) -> R) -> R {
-        slots.with(slot, |_, waker| f(waker))
+    fn lend<R>(slots: &mut Slots<Pending, ()>, slot: usize, f: impl FnOnce(&Waker) -> R) -> R {
+        slots.with(slot, |_, waker, ()| f(waker))
     }
 
-    fn taken(slots: &mut Slots<Pending>, waker: &Waker) -> Vec<usize> {
+    fn taken(slots: &mut Slots<Pending, ()>, waker: &Waker) -> Vec<usize> {
         let mut taken = Vec::new();
-        slots.begin(waker, |slot| taken.push(slot));
+        slots.begin(waker, |slot, ()| taken.push(slot));
         taken
     }
 
@@ -319,6 +373,9 @@ mod tests {
         let kept_too = kept.clone();
         assert!(kept.will_wake(&kept_too));
         assert_eq!(Arc::strong_count(&cells), 4);
+        // Chunk 0 holds the queue, so a later chunk counts it too.
+        slots.grow(|| ());
+        assert_eq!(Arc::strong_count(&cells), 5);
         drop((slots, cells));
         // The chunk outlives the gather while wakers are kept; wakes still work.
         kept.wake_by_ref();
@@ -377,27 +434,29 @@ mod tests {
     }
 
     /// The address of the future in `slot`.
-    fn address(slots: &mut Slots<Pending>, slot: usize) -> usize {
-        slots.with(slot, |future, _| {
-            ptr::from_ref(future.as_ref().get_ref()).addr()
+    fn address(slots: &mut Slots<Pending, ()>, slot: usize) -> usize {
+        slots.with(slot, |future, _, ()| {
+            core::ptr::from_ref(future.as_ref().get_ref()).addr()
         })
     }
 
     #[test]
     fn futures_stay_where_they_are_pinned_while_chunks_are_added() {
         let mut slots = slots(1);
-        slots.with(CHUNK - 1, |mut future, _| {
+        slots.with(CHUNK - 1, |mut future, _, ()| {
             future.set(Some(core::future::pending()));
         });
         let at = address(&mut slots, CHUNK - 1);
-        slots.grow();
-        slots.grow();
+        slots.grow(|| ());
+        slots.grow(|| ());
         assert_eq!(slots.len(), 3 * CHUNK);
         assert_eq!(address(&mut slots, CHUNK - 1), at);
-        assert!(slots.is_running(CHUNK - 1));
-        assert!(!slots.is_running(CHUNK));
+        let running = |slots: &Slots<Pending, ()>| -> Vec<usize> {
+            slots.running().map(|(slot, ())| slot).collect()
+        };
+        assert_eq!(running(&slots), [CHUNK - 1]);
         slots.clear(CHUNK - 1);
-        assert!(!slots.is_running(CHUNK - 1));
+        assert!(running(&slots).is_empty());
     }
 
     #[test]
@@ -410,10 +469,23 @@ mod tests {
         }
         let dropped = core::cell::Cell::new(0);
         let mut slots = Slots::new();
-        slots.grow();
+        slots.grow(|| 0_usize);
         for slot in [0, 7, CHUNK - 1] {
-            slots.with(slot, |mut future, _| future.set(Some(Probe(&dropped))));
+            slots.with(slot, |mut future, _, meta| {
+                future.set(Some(Probe(&dropped)));
+                *meta = slot + 100;
+            });
         }
+        assert_eq!(
+            slots
+                .running()
+                .map(|(slot, &meta)| (slot, meta))
+                .collect::<Vec<_>>(),
+            [(0, 100), (7, 107), (CHUNK - 1, CHUNK + 99)]
+        );
+        assert_eq!(*slots.meta(7), 107);
+        *slots.meta_mut(7) = 7;
+        assert_eq!(*slots.meta(7), 7);
         slots.clear(7);
         assert_eq!(dropped.get(), 1);
         drop(slots);
