@@ -1,21 +1,32 @@
-//! Slots for the branches of the dynamic form, in chunks: each chunk of [`CHUNK`] slots is one
-//! allocation for the branch futures, pinned in place, and one shared allocation for their
-//! wakers. A slot outlives its branch and is taken by the next branch to start, so a gather
-//! allocates by the number of branches running at once, [`CHUNK`] slots at a time.
+//! Slots for the branches of the dynamic form, in chunks that double in size: chunk 0 has
+//! [`FIRST`] slots, each later chunk twice the slots of the one before. A chunk is one
+//! allocation for its branch futures, pinned in place, with what the gather keeps of each
+//! slot, and one shared allocation for their wakers. A slot outlives its branch and is taken by
+//! the next branch to start, so a gather allocates by the number of branches running at once,
+//! and only about twice per doubling of it.
 //!
-//! A slot's waker is a `RawWaker` that points at its cell in the chunk's `Arc<Wakers>`. A cell
-//! holds its offset in the chunk, which leads back to the start of the chunk's `Wakers` and so
-//! to the `Arc` to count references. Chunk 0 holds the queue that every waker of the gather
-//! shares, and each later chunk holds chunk 0.
+//! A slot's waker is a `RawWaker` that points at its cell in the chunk's `Arc<[Cell]>`. Cell 0
+//! of each chunk is a header: the number of cells, the first slot of the chunk, and the queue
+//! that every chunk of the gather shares. From a slot cell, its offset finds the header, and
+//! the header's length rebuilds the `Arc` to count references, as in the parent module.
 
-use core::mem::{ManuallyDrop, offset_of};
+use core::mem::ManuallyDrop;
 use core::pin::Pin;
+use core::ptr;
 use core::sync::atomic::{AtomicBool, Ordering};
 use core::task::{RawWaker, RawWakerVTable, Waker};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-/// How many slots one chunk holds.
-pub(crate) const CHUNK: usize = 32;
+/// How many slots chunk 0 has.
+pub(crate) const FIRST: usize = 16;
+
+/// The chunk that holds slot `slot`, and the slot's offset in it: chunk `k` holds
+/// `FIRST * 2^k` slots, from slot `FIRST * (2^k - 1)` on.
+#[inline]
+fn locate(slot: usize) -> (usize, usize) {
+    let chunk = (slot / FIRST + 1).ilog2() as usize;
+    (chunk, slot - FIRST * ((1 << chunk) - 1))
+}
 
 /// What the wakers of a gather share: the slots woken since the gather last looked, and the
 /// gather's own waker.
@@ -38,54 +49,39 @@ impl Queue {
     }
 }
 
-/// The wakers of one chunk's slots, in one allocation that each of their wakers counts.
-struct Wakers {
-    /// The slot of `cells[0]`.
-    first: usize,
-    queue: QueueOf,
-    cells: [Cell; CHUNK],
+/// One cell of a chunk of wakers.
+enum Cell {
+    /// Cell 0: how many cells the chunk has, the slot of its cell 1, and the gather's queue.
+    Header {
+        len: usize,
+        first: usize,
+        queue: Arc<Queue>,
+    },
+    /// Cell `offset`: whether the slot `first + offset - 1` is in the queue already.
+    Slot { offset: usize, queued: AtomicBool },
 }
 
-/// Where a chunk finds the gather's queue.
-enum QueueOf {
-    /// Chunk 0 holds it.
-    Own(Queue),
-    /// A later chunk holds chunk 0.
-    First(Arc<Wakers>),
-}
-
-/// What a slot's waker points at: the slot's offset in its chunk, and whether the slot is in
-/// the queue already.
-struct Cell {
-    offset: u8,
-    queued: AtomicBool,
-}
-
-impl Wakers {
-    fn queue(&self) -> &Queue {
-        match &self.queue {
-            QueueOf::Own(queue) => queue,
-            QueueOf::First(first) => match &first.queue {
-                QueueOf::Own(queue) => queue,
-                QueueOf::First(_) => unreachable!("chunk 0 holds the queue"),
-            },
-        }
-    }
-}
-
-/// The slots of one gather: chunks of [`CHUNK`] branch futures, pinned where they are, each
-/// with the wakers of its slots and what the gather keeps of each slot (`M`).
+/// The slots of one gather: chunks of branch futures, pinned where they are, each with the
+/// wakers of its slots and what the gather keeps of each slot (`M`).
 pub(crate) struct Slots<F, M> {
     chunks: Vec<Chunk<F, M>>,
+    /// Made with chunk 0.
+    queue: Option<Arc<Queue>>,
     /// The gather's waker as last given to the queue, to skip replacing it when it is the same,
-    /// and to give to the queue when chunk 0 is made.
+    /// and to give to the queue when it is made.
     parent: Option<Waker>,
 }
 
 struct Chunk<F, M> {
-    futures: Pin<Box<[Option<F>]>>,
-    wakers: Arc<Wakers>,
-    meta: [M; CHUNK],
+    entries: Pin<Box<[Entry<F, M>]>>,
+    wakers: Arc<[Cell]>,
+}
+
+/// One slot: its future, pinned (the entry is never moved, nor the future out of it), and
+/// what the gather keeps of it, which is not pinned.
+struct Entry<F, M> {
+    future: Option<F>,
+    meta: M,
 }
 
 impl<F, M> core::fmt::Debug for Slots<F, M> {
@@ -96,24 +92,27 @@ impl<F, M> core::fmt::Debug for Slots<F, M> {
 
 static VTABLE: RawWakerVTable = RawWakerVTable::new(clone, wake, wake_by_ref, drop_waker);
 
-/// The chunk of wakers a cell belongs to, rebuilt from the cell's address.
+/// The chunk of wakers a slot cell belongs to, rebuilt from the cell's address.
 ///
 /// # Safety
 ///
-/// `data` must point at a cell of a live `Arc<Wakers>` made by [`Slots::grow`], with a pointer
-/// derived from the `Arc`'s own (as [`Slots::with`] makes it).
-unsafe fn chunk_of(data: *const ()) -> *const Wakers {
+/// `data` must point at a `Cell::Slot` of a live `Arc<[Cell]>` made by [`Slots::grow`], with a
+/// pointer derived from the `Arc`'s own (as [`Slots::with`] makes it).
+unsafe fn chunk_of(data: *const ()) -> *const [Cell] {
     let cell = data.cast::<Cell>();
     // SAFETY: the caller guarantees `cell` points at a live cell.
-    let offset = usize::from(unsafe { (*cell).offset });
-    // SAFETY: the cell at `offset` is `offset` cells after the first cell of its chunk, and
-    // the cells are `offset_of!(Wakers, cells)` bytes after the start of the `Wakers`, all in
-    // one allocation, which the pointer may reach: it was derived from the `Arc`'s.
-    unsafe {
-        cell.sub(offset)
-            .byte_sub(offset_of!(Wakers, cells))
-            .cast::<Wakers>()
-    }
+    let Cell::Slot { offset, .. } = (unsafe { &*cell }) else {
+        unreachable!("a slot waker points at a slot cell");
+    };
+    // SAFETY: a slot cell at position `offset` of the chunk is `offset` cells after its
+    // start, in the same allocation, which the pointer may reach: it was derived from the
+    // `Arc`'s.
+    let start = unsafe { cell.sub(*offset) };
+    // SAFETY: `start` is cell 0 of the same live chunk, which is always the header.
+    let Cell::Header { len, .. } = (unsafe { &*start }) else {
+        unreachable!("cell 0 is the header");
+    };
+    ptr::slice_from_raw_parts(start, *len)
 }
 
 unsafe fn clone(data: *const ()) -> RawWaker {
@@ -135,15 +134,20 @@ unsafe fn wake(data: *const ()) {
 unsafe fn wake_by_ref(data: *const ()) {
     // SAFETY: `data` comes from a live waker of ours, so the chunk is live.
     let chunk = unsafe { &*chunk_of(data) };
-    // SAFETY: as above, `data` points at a cell of that chunk.
-    let cell = unsafe { &*data.cast::<Cell>() };
+    // SAFETY: as above, `data` points at a slot cell of that chunk.
+    let Cell::Slot { offset, queued } = (unsafe { &*data.cast::<Cell>() }) else {
+        unreachable!("a slot waker points at a slot cell");
+    };
     // A plain load first: a slot woken again before the gather took it is queued already.
-    if cell.queued.load(Ordering::Acquire) || cell.queued.swap(true, Ordering::AcqRel) {
+    if queued.load(Ordering::Acquire) || queued.swap(true, Ordering::AcqRel) {
         return;
     }
+    let Cell::Header { first, queue, .. } = &chunk[0] else {
+        unreachable!("cell 0 is the header");
+    };
     let parent = {
-        let mut woken = chunk.queue().lock();
-        woken.slots.push(chunk.first + usize::from(cell.offset));
+        let mut woken = queue.lock();
+        woken.slots.push(first + offset - 1);
         if woken.notified {
             return;
         }
@@ -166,67 +170,76 @@ impl<F, M> Slots<F, M> {
     pub(crate) const fn new() -> Self {
         Slots {
             chunks: Vec::new(),
+            queue: None,
             parent: None,
         }
     }
 
     /// How many slots there are.
     pub(crate) fn len(&self) -> usize {
-        self.chunks.len() * CHUNK
+        FIRST * ((1 << self.chunks.len()) - 1)
     }
 
-    /// Adds a chunk of empty slots, each with `meta()`: one allocation for the futures, one
-    /// for the wakers (and the queue, in chunk 0).
+    /// Adds a chunk of empty slots, each with `meta()`, as many as all the chunks before it
+    /// and [`FIRST`] more: one allocation for the futures, one for the wakers.
     pub(crate) fn grow(&mut self, mut meta: impl FnMut() -> M) {
         let first = self.len();
-        let futures: Box<[Option<F>]> = (0..CHUNK).map(|_| None).collect();
-        let queue = match self.chunks.first() {
-            None => QueueOf::Own(Queue {
+        let size = FIRST << self.chunks.len();
+        let parent = &self.parent;
+        let queue = self.queue.get_or_insert_with(|| {
+            Arc::new(Queue {
                 woken: Mutex::new(Woken {
                     slots: Vec::new(),
-                    parent: self.parent.clone(),
+                    parent: parent.clone(),
                     notified: false,
                 }),
-            }),
-            Some(chunk) => QueueOf::First(Arc::clone(&chunk.wakers)),
-        };
-        let wakers = Arc::new(Wakers {
-            first,
-            queue,
-            cells: core::array::from_fn(|offset| Cell {
-                offset: u8::try_from(offset).expect("a chunk has at most 256 slots"),
-                queued: AtomicBool::new(false),
-            }),
+            })
         });
+        let entries: Box<[Entry<F, M>]> = (0..size)
+            .map(|_| Entry {
+                future: None,
+                meta: meta(),
+            })
+            .collect();
+        let wakers: Arc<[Cell]> = core::iter::once(Cell::Header {
+            len: size + 1,
+            first,
+            queue: Arc::clone(queue),
+        })
+        .chain((1..=size).map(|offset| Cell::Slot {
+            offset,
+            queued: AtomicBool::new(false),
+        }))
+        .collect();
         self.chunks.push(Chunk {
-            futures: Box::into_pin(futures),
+            entries: Box::into_pin(entries),
             wakers,
-            meta: core::array::from_fn(|_| meta()),
         });
     }
 
     /// What the gather keeps of slot `slot`.
     #[inline]
     pub(crate) fn meta(&self, slot: usize) -> &M {
-        &self.chunks[slot / CHUNK].meta[slot % CHUNK]
+        let (chunk, offset) = locate(slot);
+        &self.chunks[chunk].entries[offset].meta
     }
 
     /// What the gather keeps of slot `slot`, to change.
     #[inline]
     pub(crate) fn meta_mut(&mut self, slot: usize) -> &mut M {
-        &mut self.chunks[slot / CHUNK].meta[slot % CHUNK]
+        self.with(slot, |_, _, meta| meta)
     }
 
     /// The running slots, each with what the gather keeps of it.
     pub(crate) fn running(&self) -> impl Iterator<Item = (usize, &M)> {
         self.chunks.iter().enumerate().flat_map(|(c, chunk)| {
+            let first = FIRST * ((1 << c) - 1);
             chunk
-                .futures
+                .entries
                 .iter()
-                .zip(&chunk.meta)
                 .enumerate()
-                .filter(|(_, (future, _))| future.is_some())
-                .map(move |(offset, (_, meta))| (c * CHUNK + offset, meta))
+                .filter(|(_, entry)| entry.future.is_some())
+                .map(move |(offset, entry)| (first + offset, &entry.meta))
         })
     }
 
@@ -234,35 +247,31 @@ impl<F, M> Slots<F, M> {
     /// keeps of the slot. The waker is only lent, without touching the reference count, and
     /// cloned (with a count of its own) if the branch keeps it.
     #[inline]
-    pub(crate) fn with<R>(
-        &mut self,
+    pub(crate) fn with<'a, R>(
+        &'a mut self,
         slot: usize,
-        f: impl FnOnce(Pin<&mut Option<F>>, &Waker, &mut M) -> R,
+        f: impl FnOnce(Pin<&'a mut Option<F>>, &Waker, &'a mut M) -> R,
     ) -> R {
-        let chunk = &mut self.chunks[slot / CHUNK];
-        let offset = slot % CHUNK;
-        // SAFETY: the chunk's futures are a pinned boxed slice that is never moved, grown or
-        // shrunk, and no slot is ever moved out of: a slot's future is only replaced or
-        // dropped in place, through `Pin::set` on the reference made here, and the chunk's own
-        // drop drops every slot in place. So each slot stays pinned where it is, as the slice
-        // is.
-        let future = unsafe {
-            chunk
-                .futures
-                .as_mut()
-                .map_unchecked_mut(|futures| &mut futures[offset])
-        };
-        let wakers = Arc::as_ptr(&chunk.wakers);
-        // From the `Arc`'s own pointer, so that `chunk_of` may step back to the start of the
-        // `Wakers`.
-        // SAFETY: `wakers` points at a live `Wakers`, and `offset` is below `CHUNK`, in bounds
-        // of its cells.
-        let cell = unsafe { (&raw const (*wakers).cells).cast::<Cell>().add(offset) };
-        // SAFETY: `cell` is a cell of `chunk.wakers`, which outlives the lent waker; the
+        let (chunk, offset) = locate(slot);
+        let chunk = &mut self.chunks[chunk];
+        // SAFETY: the entries are a pinned boxed slice that is never moved, grown or shrunk;
+        // nothing is moved out of the slice here, only one entry borrowed.
+        let entry = &mut unsafe { chunk.entries.as_mut().get_unchecked_mut() }[offset];
+        // SAFETY: an entry's future is never moved: it is only replaced or dropped in place,
+        // through `Pin::set` on the reference made here, and the slice's own drop drops it in
+        // place. So it stays pinned where it is, as the slice is. The entry's `meta` is not
+        // pinned, and is borrowed apart.
+        let future = unsafe { Pin::new_unchecked(&mut entry.future) };
+        // From the pointer to the whole chunk of cells, so that `chunk_of` may step back to
+        // cell 0.
+        // SAFETY: `offset + 1` is at most the chunk's size, in bounds of its cells, which are
+        // one more.
+        let cell = unsafe { Arc::as_ptr(&chunk.wakers).cast::<Cell>().add(offset + 1) };
+        // SAFETY: `cell` is a slot cell of `chunk.wakers`, which outlives the lent waker; the
         // `ManuallyDrop` keeps the lent waker from giving back a count it never took.
         let waker =
             ManuallyDrop::new(unsafe { Waker::from_raw(RawWaker::new(cell.cast(), &VTABLE)) });
-        f(future, &waker, &mut chunk.meta[offset])
+        f(future, &waker, &mut entry.meta)
     }
 
     /// Drops the future of slot `slot` in place, if it holds one.
@@ -279,21 +288,21 @@ impl<F, M> Slots<F, M> {
         if changed {
             self.parent = Some(waker.clone());
         }
-        let Some(first) = self.chunks.first() else {
+        let Some(queue) = &self.queue else {
             return;
         };
-        let mut queue = first.wakers.queue().lock();
+        let mut queue = queue.lock();
         if changed {
             queue.parent.clone_from(&self.parent);
         }
         queue.notified = false;
         for slot in queue.slots.drain(..) {
-            let chunk = &self.chunks[slot / CHUNK];
-            let offset = slot % CHUNK;
-            chunk.wakers.cells[offset]
-                .queued
-                .store(false, Ordering::Release);
-            woken(slot, &chunk.meta[offset]);
+            let (chunk, offset) = locate(slot);
+            let chunk = &self.chunks[chunk];
+            if let Cell::Slot { queued, .. } = &chunk.wakers[offset + 1] {
+                queued.store(false, Ordering::Release);
+            }
+            woken(slot, &chunk.entries[offset].meta);
         }
     }
 }
@@ -344,18 +353,18 @@ mod tests {
         let mut slots = slots(2);
         let (count, waker) = parent();
         assert!(taken(&mut slots, &waker).is_empty());
-        lend(&mut slots, CHUNK + 3, Waker::wake_by_ref);
-        lend(&mut slots, CHUNK + 3, Waker::wake_by_ref);
+        lend(&mut slots, FIRST + 3, Waker::wake_by_ref);
+        lend(&mut slots, FIRST + 3, Waker::wake_by_ref);
         lend(&mut slots, 1, Waker::wake_by_ref);
         assert_eq!(count.0.load(Ordering::SeqCst), 1);
-        assert_eq!(taken(&mut slots, &waker), [CHUNK + 3, 1]);
+        assert_eq!(taken(&mut slots, &waker), [FIRST + 3, 1]);
         assert!(
             taken(&mut slots, &waker).is_empty(),
             "each wake is taken once"
         );
         // Taken slots are queued again by their next wake, which wakes the parent again.
-        lend(&mut slots, CHUNK + 3, Waker::wake_by_ref);
-        assert_eq!(taken(&mut slots, &waker), [CHUNK + 3]);
+        lend(&mut slots, FIRST + 3, Waker::wake_by_ref);
+        assert_eq!(taken(&mut slots, &waker), [FIRST + 3]);
         assert_eq!(count.0.load(Ordering::SeqCst), 2);
     }
 
@@ -373,9 +382,6 @@ mod tests {
         let kept_too = kept.clone();
         assert!(kept.will_wake(&kept_too));
         assert_eq!(Arc::strong_count(&cells), 4);
-        // Chunk 0 holds the queue, so a later chunk counts it too.
-        slots.grow(|| ());
-        assert_eq!(Arc::strong_count(&cells), 5);
         drop((slots, cells));
         // The chunk outlives the gather while wakers are kept; wakes still work.
         kept.wake_by_ref();
@@ -410,7 +416,7 @@ mod tests {
         let mut slots = slots(2);
         let (count, waker) = parent();
         taken(&mut slots, &waker);
-        let kept: Vec<Waker> = [0, CHUNK - 1, CHUNK, 2 * CHUNK - 1]
+        let kept: Vec<Waker> = [0, FIRST - 1, FIRST, 3 * FIRST - 1]
             .into_iter()
             .map(|slot| lend(&mut slots, slot, Waker::clone))
             .collect();
@@ -441,21 +447,41 @@ mod tests {
     }
 
     #[test]
+    fn chunks_double_and_every_slot_has_one_place() {
+        let mut next = 0;
+        for chunk in 0..12 {
+            for offset in 0..FIRST << chunk {
+                assert_eq!(locate(next), (chunk, offset), "slot {next}");
+                next += 1;
+            }
+        }
+        let mut slots = slots(3);
+        assert_eq!(slots.len(), FIRST + 2 * FIRST + 4 * FIRST);
+        // The last slot of each chunk, and the first of the next, each have a waker of their
+        // own.
+        let (_, waker) = parent();
+        for slot in [FIRST - 1, FIRST, 3 * FIRST - 1, 3 * FIRST, 7 * FIRST - 1] {
+            lend(&mut slots, slot, Waker::wake_by_ref);
+            assert_eq!(taken(&mut slots, &waker), [slot]);
+        }
+    }
+
+    #[test]
     fn futures_stay_where_they_are_pinned_while_chunks_are_added() {
         let mut slots = slots(1);
-        slots.with(CHUNK - 1, |mut future, _, ()| {
+        slots.with(FIRST - 1, |mut future, _, ()| {
             future.set(Some(core::future::pending()));
         });
-        let at = address(&mut slots, CHUNK - 1);
+        let at = address(&mut slots, FIRST - 1);
         slots.grow(|| ());
         slots.grow(|| ());
-        assert_eq!(slots.len(), 3 * CHUNK);
-        assert_eq!(address(&mut slots, CHUNK - 1), at);
+        assert_eq!(slots.len(), 7 * FIRST);
+        assert_eq!(address(&mut slots, FIRST - 1), at);
         let running = |slots: &Slots<Pending, ()>| -> Vec<usize> {
             slots.running().map(|(slot, ())| slot).collect()
         };
-        assert_eq!(running(&slots), [CHUNK - 1]);
-        slots.clear(CHUNK - 1);
+        assert_eq!(running(&slots), [FIRST - 1]);
+        slots.clear(FIRST - 1);
         assert!(running(&slots).is_empty());
     }
 
@@ -470,7 +496,7 @@ mod tests {
         let dropped = core::cell::Cell::new(0);
         let mut slots = Slots::new();
         slots.grow(|| 0_usize);
-        for slot in [0, 7, CHUNK - 1] {
+        for slot in [0, 7, FIRST - 1] {
             slots.with(slot, |mut future, _, meta| {
                 future.set(Some(Probe(&dropped)));
                 *meta = slot + 100;
@@ -481,7 +507,7 @@ mod tests {
                 .running()
                 .map(|(slot, &meta)| (slot, meta))
                 .collect::<Vec<_>>(),
-            [(0, 100), (7, 107), (CHUNK - 1, CHUNK + 99)]
+            [(0, 100), (7, 107), (FIRST - 1, FIRST + 99)]
         );
         assert_eq!(*slots.meta(7), 107);
         *slots.meta_mut(7) = 7;
