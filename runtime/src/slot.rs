@@ -198,7 +198,7 @@ impl<E> Record<E> {
 
     /// Admits the branch at `index` if it has started, or may start now. Branches start in
     /// order, and a pass visits them in order, so `index == started` for the next to start.
-    #[inline]
+    #[inline(always)]
     fn admit(&mut self, index: usize) -> bool {
         if index < self.started {
             return true;
@@ -269,7 +269,7 @@ pub fn timed_out<E>(pending: Vec<Branch>) -> Error<E> {
 impl<F, O> Slot<'_, F, O> {
     /// Polls the branch if it is running, or may start under `limit`. `Some(output)` the one
     /// time it finishes.
-    #[inline]
+    #[inline(always)]
     fn poll_fut<E>(
         &mut self,
         cx: &mut Context<'_>,
@@ -324,7 +324,7 @@ impl<F, O> Slot<'_, F, O> {
     }
 
     /// `settle` and `race`: polls the branch; keeps its output once it finishes, and says so.
-    #[inline]
+    #[inline(always)]
     fn poll_output(
         &mut self,
         cx: &mut Context<'_>,
@@ -344,7 +344,7 @@ impl<F, O> Slot<'_, F, O> {
 
     /// `cancel`, `finish` and `race_ok`: polls the branch; once it finishes, keeps its success
     /// value (`Some(Ok(()))`) or gives its error back (`Some(Err(error))`).
-    #[inline]
+    #[inline(always)]
     fn poll_result<E>(
         &mut self,
         cx: &mut Context<'_>,
@@ -372,7 +372,7 @@ impl<F, O> Slot<'_, F, O> {
     }
 
     /// `settle`: polls the branch and keeps its output.
-    #[inline]
+    #[inline(always)]
     pub fn poll_settle(
         &mut self,
         cx: &mut Context<'_>,
@@ -386,7 +386,7 @@ impl<F, O> Slot<'_, F, O> {
 
     /// `race`: polls the branch; the first to finish wins. Returns `true` when it won, so that
     /// no later branch is polled in this pass.
-    #[inline]
+    #[inline(always)]
     pub fn poll_race(
         &mut self,
         cx: &mut Context<'_>,
@@ -405,7 +405,7 @@ impl<F, O> Slot<'_, F, O> {
 
     /// `cancel`: polls the branch and keeps its success value. On an error, records it and
     /// returns `true`, so that no later branch is polled in this pass.
-    #[inline]
+    #[inline(always)]
     pub fn poll_cancel<E, P>(&mut self, cx: &mut Context<'_>, record: &mut P, index: usize) -> bool
     where
         F: Future,
@@ -421,7 +421,7 @@ impl<F, O> Slot<'_, F, O> {
     }
 
     /// `finish`: polls the branch; keeps its success value, or records its error.
-    #[inline]
+    #[inline(always)]
     pub fn poll_finish<E, P>(&mut self, cx: &mut Context<'_>, record: &mut P, index: usize)
     where
         F: Future,
@@ -436,7 +436,7 @@ impl<F, O> Slot<'_, F, O> {
 
     /// `race_ok`: polls the branch; the first success wins, an error is recorded. Returns
     /// `true` when it won, so that no later branch is polled in this pass.
-    #[inline]
+    #[inline(always)]
     pub fn poll_race_ok<E, P>(&mut self, cx: &mut Context<'_>, record: &mut P, index: usize) -> bool
     where
         F: Future,
