@@ -176,6 +176,13 @@ impl<E> Record<E> {
         self.failure.take()
     }
 
+    /// An empty list for the branches a failure or the deadline stops: room for exactly those
+    /// still running, so that nothing is allocated when none is.
+    #[inline]
+    pub fn stopped(&self) -> Vec<Branch> {
+        Vec::with_capacity(self.running)
+    }
+
     /// The branch that won a race.
     #[inline]
     pub fn winner(&self) -> Option<usize> {
