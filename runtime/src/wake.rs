@@ -47,87 +47,121 @@ impl core::fmt::Debug for Wakers {
 
 static VTABLE: RawWakerVTable = RawWakerVTable::new(clone, wake, wake_by_ref, drop_waker);
 
-/// The slice a branch cell belongs to, rebuilt from the cell's address.
+/// What a branch waker reaches from its cell: the whole slice (to count references), the
+/// branch's flag, and the header's parent waker and flag.
+struct Parts<'a> {
+    slice: *const [Cell],
+    woken: &'a AtomicBool,
+    parent: &'a Mutex<Option<Waker>>,
+    notified: &'a AtomicBool,
+}
+
+/// The parts a branch cell reaches, found once from the cell's address: a wake needs them
+/// all, and a clone or a drop only the slice.
 ///
 /// # Safety
 ///
-/// `data` must point at a `Cell::Branch` of a live `Arc<[Cell]>` made by [`Wakers::new`].
-unsafe fn slice_of(data: *const ()) -> *const [Cell] {
+/// `data` must point at a `Cell::Branch` of a live `Arc<[Cell]>` made by [`Wakers::new`], and
+/// the parts must not be used once the caller's count of that `Arc` is given back.
+#[inline(always)]
+unsafe fn parts<'a>(data: *const ()) -> Parts<'a> {
     let cell = data.cast::<Cell>();
     // SAFETY: the caller guarantees `cell` points at a live cell.
-    let Cell::Branch { index, .. } = (unsafe { &*cell }) else {
+    let Cell::Branch { index, woken } = (unsafe { &*cell }) else {
         unreachable!("a branch waker points at a branch cell");
     };
     // SAFETY: a branch cell at position `index` of the slice is `index` cells after its start,
     // in the same allocation.
     let start = unsafe { cell.sub(*index) };
     // SAFETY: `start` is cell 0 of the same live slice, which is always the header.
-    let Cell::Header { len, .. } = (unsafe { &*start }) else {
+    let Cell::Header {
+        len,
+        parent,
+        notified,
+    } = (unsafe { &*start })
+    else {
         unreachable!("cell 0 is the header");
     };
-    ptr::slice_from_raw_parts(start, *len)
+    Parts {
+        slice: ptr::slice_from_raw_parts(start, *len),
+        woken,
+        parent,
+        notified,
+    }
+}
+
+impl Parts<'_> {
+    /// Flags the branch, and wakes the gather's task unless a wake since its last poll did.
+    #[inline(always)]
+    fn wake(&self) {
+        self.woken.store(true, Ordering::Release);
+        // A plain load first: after the first wake since the gather's last poll, the others
+        // need not touch the flag.
+        if !self.notified.load(Ordering::Acquire) && !self.notified.swap(true, Ordering::AcqRel) {
+            // Cloned under the lock and woken after it, so that a waker that runs code of its
+            // own never does so while the lock is held.
+            let parent = self
+                .parent
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone();
+            if let Some(parent) = parent {
+                parent.wake();
+            }
+        }
+    }
 }
 
 unsafe fn clone(data: *const ()) -> RawWaker {
     // SAFETY: `data` comes from a waker of ours, which holds a strong count of the slice, so
     // the slice is live; the new waker takes the count added here.
-    unsafe { Arc::increment_strong_count(slice_of(data)) };
+    unsafe { Arc::increment_strong_count(parts(data).slice) };
     RawWaker::new(data, &VTABLE)
 }
 
 unsafe fn wake(data: *const ()) {
-    // SAFETY: as for `wake_by_ref`; then this waker's own count is given back.
-    unsafe {
-        wake_by_ref(data);
-        drop_waker(data);
-    }
+    let slice = {
+        // SAFETY: `data` comes from a live waker of ours, whose count keeps the slice live
+        // until it is given back below, after the last use of the parts.
+        let parts = unsafe { parts(data) };
+        parts.wake();
+        parts.slice
+    };
+    // SAFETY: this waker's own count of the live slice, given back once.
+    unsafe { Arc::decrement_strong_count(slice) };
 }
 
 unsafe fn wake_by_ref(data: *const ()) {
-    // SAFETY: `data` comes from a live waker of ours, so the slice is live.
-    let slice = unsafe { &*slice_of(data) };
-    // SAFETY: as above, `data` points at a cell of that slice.
-    if let Cell::Branch { woken, .. } = unsafe { &*data.cast::<Cell>() } {
-        woken.store(true, Ordering::Release);
-    }
-    if let Cell::Header {
-        parent, notified, ..
-    } = &slice[0]
-        // A plain load first: after the first wake since the gather's last poll, the others
-        // need not touch the flag.
-        && !notified.load(Ordering::Acquire)
-        && !notified.swap(true, Ordering::AcqRel)
-    {
-        // Cloned under the lock and woken after it, so that a waker that runs code of its own
-        // never does so while the lock is held.
-        let parent = parent
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        if let Some(parent) = parent {
-            parent.wake();
-        }
-    }
+    // SAFETY: `data` comes from a live waker of ours, whose count keeps the slice live.
+    unsafe { parts(data) }.wake();
 }
 
 unsafe fn drop_waker(data: *const ()) {
     // SAFETY: this waker holds one strong count of the live slice, given back here.
-    unsafe { Arc::decrement_strong_count(slice_of(data)) };
+    unsafe { Arc::decrement_strong_count(parts(data).slice) };
 }
 
 impl Wakers {
     /// Wakers for `branches` branches: one allocation.
     pub(crate) fn new(branches: usize) -> Self {
-        let cells: Arc<[Cell]> = core::iter::once(Cell::Header {
+        let mut cells = Arc::<[Cell]>::new_uninit_slice(branches + 1);
+        let Some((header, rest)) = Arc::get_mut(&mut cells).and_then(|c| c.split_first_mut())
+        else {
+            unreachable!("a new Arc is unique, and has the header's cell");
+        };
+        header.write(Cell::Header {
             len: branches + 1,
             parent: Mutex::new(None),
             notified: AtomicBool::new(false),
-        })
-        .chain((1..=branches).map(|index| Cell::Branch {
-            index,
-            woken: AtomicBool::new(false),
-        }))
-        .collect();
+        });
+        for (index, cell) in (1..).zip(rest) {
+            cell.write(Cell::Branch {
+                index,
+                woken: AtomicBool::new(false),
+            });
+        }
+        // SAFETY: every cell was written just above, the header and each branch's.
+        let cells = unsafe { cells.assume_init() };
         Wakers {
             cells,
             parent: None,
@@ -152,6 +186,7 @@ impl Wakers {
     }
 
     /// Whether branch `branch` was woken since this was last asked; clears the flag.
+    #[inline(always)]
     pub(crate) fn take_woken(&self, branch: usize) -> bool {
         match &self.cells[branch + 1] {
             // A plain load first: most branches were not woken, and a swap costs much more.
@@ -164,6 +199,7 @@ impl Wakers {
 
     /// Runs `f` with the waker of branch `branch`, without touching the reference count: the
     /// waker is only lent, and cloned (with a count of its own) if the branch keeps it.
+    #[inline(always)]
     pub(crate) fn with_waker<R>(&self, branch: usize, f: impl FnOnce(&Waker) -> R) -> R {
         assert!(
             branch + 1 < self.cells.len(),
