@@ -80,7 +80,8 @@ pub(crate) fn expand(gather: Gather) -> TokenStream {
             // resolve, and name nothing in the caller's code.
             #[allow(unused_imports)]
             use #k::__private::{
-                AdoptAny as _, AdoptJoinHandle as _, SpawnAdopted as _, SpawnNeedsSendAndStatic as _,
+                AdoptAny as _, AdoptJoinHandle as _, ProbeAny as _, ProbeGuarded as _, SpawnAdopted as _,
+                SpawnNeedsSendAndStatic as _,
             };
             #deadline_let
             #setup
@@ -165,7 +166,9 @@ fn fixed(
                     out: ::core::option::Option::None,
                     trace: #k::__private::BranchSpan::NONE,
                     own_waker: false,
+                    guarded: false,
                 };
+                #slot.guarded = (&#k::__private::Probe::of(&#slot.fut)).guarded();
             }
         });
     let name_lits = branches.iter().map(|b| LitStr::new(&b.name, b.span));

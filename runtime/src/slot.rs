@@ -6,11 +6,12 @@
 
 use core::convert::Infallible;
 use core::future::Future;
+use core::marker::PhantomData;
 use core::pin::Pin;
 use core::task::{Context, Poll};
 
 use crate::error::{Branch, Error};
-use crate::guard::Reaper;
+use crate::guard::{Adopted, Reaper, Spawned};
 use crate::trace::{BranchSpan, GatherSpan, Outcome};
 use crate::wake::Wakers;
 
@@ -30,7 +31,55 @@ pub struct Slot<'a, F, O> {
     /// Whether the branch was last polled with its own waker: it is then polled again only
     /// when that waker was woken.
     pub own_waker: bool,
+    /// Whether the branch future is itself a guard of a task (an adopted `JoinHandle`, or a
+    /// spawned branch), whose task is then known as this branch's when the gather cancels it.
+    /// Set by `gather!` with a [`Probe`].
+    pub guarded: bool,
 }
+
+/// Tells at the call site, by its static type, whether a branch future is itself a guard of a
+/// task: `(&Probe::of(&slot.fut)).guarded()` picks [`ProbeGuarded`] for [`Adopted`] and
+/// [`Spawned`] (no autoref needed) and [`ProbeAny`] for any other future (one autoref).
+pub struct Probe<F>(PhantomData<F>);
+
+impl<F> core::fmt::Debug for Probe<F> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("Probe")
+    }
+}
+
+impl<F> Probe<F> {
+    /// The probe of a slot's future.
+    #[inline]
+    pub fn of(_fut: &Pin<&mut Option<F>>) -> Self {
+        Probe(PhantomData)
+    }
+}
+
+/// A branch future that guards a task.
+pub trait ProbeGuarded {
+    /// `true`: the branch guards a task.
+    #[inline]
+    fn guarded(&self) -> bool {
+        true
+    }
+}
+
+impl<T: Send + 'static> ProbeGuarded for Probe<Adopted<T>> {}
+
+impl<F: Future> ProbeGuarded for Probe<Spawned<F>> where F::Output: Send + 'static {}
+
+/// Any other branch future.
+pub trait ProbeAny {
+    /// `false`: the branch is no guard (though it may own some, which the reaping scope
+    /// still collects).
+    #[inline]
+    fn guarded(&self) -> bool {
+        false
+    }
+}
+
+impl<F> ProbeAny for &Probe<F> {}
 
 impl<F, O> core::fmt::Debug for Slot<'_, F, O> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
@@ -487,7 +536,10 @@ impl<F, O> Slot<'_, F, O> {
     #[inline]
     pub fn drop_future<E>(&mut self, index: usize, record: &Record<E>) {
         if let Some(fut) = self.fut.as_mut().as_pin_mut() {
-            Reaper::mark(index, core::ptr::from_ref(&*fut).addr());
+            // Only a guard's own task can be the branch's; marking costs a thread-local access.
+            if self.guarded {
+                Reaper::mark(index, core::ptr::from_ref(&*fut).addr());
+            }
             self.fut.set(None);
             self.trace.end(record.stop_outcome(index));
         }
