@@ -98,17 +98,24 @@ impl Parts<'_> {
         // A plain load first: after the first wake since the gather's last poll, the others
         // need not touch the flag.
         if !self.notified.load(Ordering::Acquire) && !self.notified.swap(true, Ordering::AcqRel) {
-            // Cloned under the lock and woken after it, so that a waker that runs code of its
-            // own never does so while the lock is held.
-            let parent = self
-                .parent
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clone();
-            if let Some(parent) = parent {
-                parent.wake();
-            }
+            wake_parent(self.parent);
         }
+    }
+}
+
+/// Wakes the gather's task: once between two of its polls, so kept out of line, which keeps
+/// the flag's path short.
+#[cold]
+#[inline(never)]
+fn wake_parent(parent: &Mutex<Option<Waker>>) {
+    // Cloned under the lock and woken after it, so that a waker that runs code of its own
+    // never does so while the lock is held.
+    let parent = parent
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    if let Some(parent) = parent {
+        parent.wake();
     }
 }
 
