@@ -153,6 +153,8 @@ fn fixed(
         .map(|i| format_ident!("__gather_b{}", i, span = site))
         .collect();
     let indices: Vec<usize> = (0..branches.len()).collect();
+    // The branch count, which chooses how the runtime compiles a branch's poll.
+    let count = proc_macro2::Literal::usize_unsuffixed(branches.len());
 
     let slot_lets = branches
         .iter()
@@ -161,7 +163,7 @@ fn fixed(
         .map(|((branch, slot), i)| {
             let future = branch_future(n, gather, &branch.expr, branch.span, &quote!(#i));
             quote! {
-                let mut #slot = #k::__private::Slot {
+                let mut #slot = #k::__private::Slot::<_, _, #count> {
                     fut: ::core::pin::pin!(::core::option::Option::Some(#future)),
                     out: ::core::option::Option::None,
                     trace: #k::__private::BranchSpan::NONE,
