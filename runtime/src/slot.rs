@@ -390,7 +390,7 @@ impl<F, O, const N: usize> Slot<'_, F, O, N> {
                 record.pending = true;
                 if N >= OWN_WAKERS_FROM && record.wakers.is_none() {
                     // The first branch to wait: the one allocation of the gather.
-                    let mut wakers = Wakers::new(record.names.len());
+                    let mut wakers = Wakers::new::<N>();
                     wakers.set_parent(cx.waker());
                     record.wakers = Some(wakers);
                 }

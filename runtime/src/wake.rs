@@ -4,9 +4,11 @@
 //! A wake must poll only the branch it belongs to, so each branch needs a waker of its own
 //! that says which branch it is. `std::task::Wake` gives one `Arc` per waker, that is one
 //! allocation per branch; the design allows one per gather. So the wakers of a gather share one
-//! `Arc<[Cell]>`: cell 0 holds the gather's own waker, cell `i + 1` the flag of branch `i`, and
-//! a branch's `RawWaker` points at its cell. From a cell, its index finds the start of the
-//! slice, and the slice's length is in cell 0, which rebuilds the `Arc` to count references.
+//! `Arc<Shared<[Cell]>>`: a header with the gather's own waker, then one small cell per
+//! branch, and a branch's `RawWaker` points at its cell. A cell holds its index and the count
+//! of cells: the index finds the start of the allocation, the count rebuilds the `Arc` to
+//! count references. The cells need no drop, so the allocation is made and freed without a
+//! loop over them.
 //!
 //! Every path of this module is exercised by its tests, which CI also runs under valgrind.
 
@@ -16,23 +18,35 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use core::task::{RawWaker, RawWakerVTable, Waker};
 use std::sync::{Arc, Mutex, PoisonError};
 
-/// One cell of the shared allocation.
-enum Cell {
-    /// Cell 0: how many cells there are, the waker of the gather's task, and whether it was
-    /// woken since the gather last started a poll (so that many branch wakes between two polls
-    /// wake it once).
-    Header {
-        len: usize,
-        parent: Mutex<Option<Waker>>,
-        notified: AtomicBool,
-    },
-    /// Cell `index`: whether branch `index - 1` was woken since it was last polled.
-    Branch { index: usize, woken: AtomicBool },
+/// The allocation the wakers of one gather share. `C` is `[Cell; N]` when it is made and
+/// `[Cell]` once unsized; `repr(C)` keeps the cells at the same offset in both.
+#[repr(C)]
+struct Shared<C: ?Sized> {
+    /// The waker of the gather's task.
+    parent: Mutex<Option<Waker>>,
+    /// Whether the gather's task was woken since it last started a poll, so that many branch
+    /// wakes between two of its polls wake it once.
+    notified: AtomicBool,
+    /// One cell per branch, in branch order.
+    cells: C,
 }
+
+/// The cell of one branch.
+struct Cell {
+    /// The branch's index, which is the cell's position.
+    index: u32,
+    /// How many cells there are.
+    len: u32,
+    /// Whether the branch was woken since it was last polled.
+    woken: AtomicBool,
+}
+
+/// Where the cells start in a `Shared`, in bytes.
+const CELLS: usize = core::mem::offset_of!(Shared<[Cell; 0]>, cells);
 
 /// The wakers of the branches of one gather.
 pub(crate) struct Wakers {
-    cells: Arc<[Cell]>,
+    shared: Arc<Shared<[Cell]>>,
     /// The gather's waker as last given to the cells, to skip their lock when it is the same.
     parent: Option<Waker>,
 }
@@ -40,50 +54,45 @@ pub(crate) struct Wakers {
 impl core::fmt::Debug for Wakers {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Wakers")
-            .field("branches", &(self.cells.len() - 1))
+            .field("branches", &self.shared.cells.len())
             .finish()
     }
 }
 
 static VTABLE: RawWakerVTable = RawWakerVTable::new(clone, wake, wake_by_ref, drop_waker);
 
-/// What a branch waker reaches from its cell: the whole slice (to count references), the
-/// branch's flag, and the header's parent waker and flag.
+/// What a branch waker reaches from its cell: the whole allocation (to count references), the
+/// branch's flag, and the gather's waker and flag.
 struct Parts<'a> {
-    slice: *const [Cell],
+    shared: *const Shared<[Cell]>,
     woken: &'a AtomicBool,
     parent: &'a Mutex<Option<Waker>>,
     notified: &'a AtomicBool,
 }
 
 /// The parts a branch cell reaches, found once from the cell's address: a wake needs them
-/// all, and a clone or a drop only the slice.
+/// all, and a clone or a drop only the allocation.
 ///
 /// # Safety
 ///
-/// `data` must point at a `Cell::Branch` of a live `Arc<[Cell]>` made by [`Wakers::new`], and
+/// `data` must point at a cell of a live `Arc<Shared<[Cell]>>` made by [`Wakers::new`], and
 /// the parts must not be used once the caller's count of that `Arc` is given back.
 #[inline(always)]
 unsafe fn parts<'a>(data: *const ()) -> Parts<'a> {
     let cell = data.cast::<Cell>();
     // SAFETY: the caller guarantees `cell` points at a live cell.
-    let Cell::Branch { index, woken } = (unsafe { &*cell }) else {
-        unreachable!("a branch waker points at a branch cell");
-    };
-    // SAFETY: a branch cell at position `index` of the slice is `index` cells after its start,
-    // in the same allocation.
-    let start = unsafe { cell.sub(*index) };
-    // SAFETY: `start` is cell 0 of the same live slice, which is always the header.
-    let Cell::Header {
-        len,
-        parent,
-        notified,
-    } = (unsafe { &*start })
-    else {
-        unreachable!("cell 0 is the header");
-    };
+    let Cell { index, len, woken } = unsafe { &*cell };
+    // SAFETY: the cell at position `index` is `index` cells after the first, which is `CELLS`
+    // bytes after the start of the `Shared`, all in the same allocation.
+    let start = unsafe { cell.sub(*index as usize).byte_sub(CELLS) };
+    // The start of the `Shared` with the count of its cells: the pointer its `Arc` gives.
+    let shared = ptr::slice_from_raw_parts(start, *len as usize) as *const Shared<[Cell]>;
+    // SAFETY: `shared` points at the live `Shared` that holds the cell.
+    let Shared {
+        parent, notified, ..
+    } = unsafe { &*shared };
     Parts {
-        slice: ptr::slice_from_raw_parts(start, *len),
+        shared,
         woken,
         parent,
         notified,
@@ -120,57 +129,50 @@ fn wake_parent(parent: &Mutex<Option<Waker>>) {
 }
 
 unsafe fn clone(data: *const ()) -> RawWaker {
-    // SAFETY: `data` comes from a waker of ours, which holds a strong count of the slice, so
-    // the slice is live; the new waker takes the count added here.
-    unsafe { Arc::increment_strong_count(parts(data).slice) };
+    // SAFETY: `data` comes from a waker of ours, which holds a strong count of the allocation,
+    // so it is live; the new waker takes the count added here.
+    unsafe { Arc::increment_strong_count(parts(data).shared) };
     RawWaker::new(data, &VTABLE)
 }
 
 unsafe fn wake(data: *const ()) {
-    let slice = {
-        // SAFETY: `data` comes from a live waker of ours, whose count keeps the slice live
-        // until it is given back below, after the last use of the parts.
+    let shared = {
+        // SAFETY: `data` comes from a live waker of ours, whose count keeps the allocation
+        // live until it is given back below, after the last use of the parts.
         let parts = unsafe { parts(data) };
         parts.wake();
-        parts.slice
+        parts.shared
     };
-    // SAFETY: this waker's own count of the live slice, given back once.
-    unsafe { Arc::decrement_strong_count(slice) };
+    // SAFETY: this waker's own count of the live allocation, given back once.
+    unsafe { Arc::decrement_strong_count(shared) };
 }
 
 unsafe fn wake_by_ref(data: *const ()) {
-    // SAFETY: `data` comes from a live waker of ours, whose count keeps the slice live.
+    // SAFETY: `data` comes from a live waker of ours, whose count keeps the allocation live.
     unsafe { parts(data) }.wake();
 }
 
 unsafe fn drop_waker(data: *const ()) {
-    // SAFETY: this waker holds one strong count of the live slice, given back here.
-    unsafe { Arc::decrement_strong_count(parts(data).slice) };
+    // SAFETY: this waker holds one strong count of the live allocation, given back here.
+    unsafe { Arc::decrement_strong_count(parts(data).shared) };
 }
 
 impl Wakers {
-    /// Wakers for `branches` branches: one allocation.
-    pub(crate) fn new(branches: usize) -> Self {
-        let mut cells = Arc::<[Cell]>::new_uninit_slice(branches + 1);
-        let Some((header, rest)) = Arc::get_mut(&mut cells).and_then(|c| c.split_first_mut())
-        else {
-            unreachable!("a new Arc is unique, and has the header's cell");
-        };
-        header.write(Cell::Header {
-            len: branches + 1,
+    /// Wakers for `N` branches: one allocation.
+    pub(crate) fn new<const N: usize>() -> Self {
+        const { assert!(N <= u32::MAX as usize, "gather!: too many branches") };
+        let len = N as u32;
+        let shared: Arc<Shared<[Cell; N]>> = Arc::new(Shared {
             parent: Mutex::new(None),
             notified: AtomicBool::new(false),
-        });
-        for (index, cell) in (1..).zip(rest) {
-            cell.write(Cell::Branch {
-                index,
+            cells: core::array::from_fn(|index| Cell {
+                index: index as u32,
+                len,
                 woken: AtomicBool::new(false),
-            });
-        }
-        // SAFETY: every cell was written just above, the header and each branch's.
-        let cells = unsafe { cells.assume_init() };
+            }),
+        });
         Wakers {
-            cells,
+            shared,
             parent: None,
         }
     }
@@ -178,12 +180,9 @@ impl Wakers {
     /// Remembers the waker of the gather's task, which the first branch wake after this wakes.
     /// Called as each poll of the gather starts, before it polls any branch.
     pub(crate) fn set_parent(&mut self, waker: &Waker) {
-        let Cell::Header {
+        let Shared {
             parent, notified, ..
-        } = &self.cells[0]
-        else {
-            unreachable!("cell 0 is the header");
-        };
+        } = &*self.shared;
         notified.store(false, Ordering::Release);
         if self.parent.as_ref().is_some_and(|p| p.will_wake(waker)) {
             return;
@@ -195,13 +194,9 @@ impl Wakers {
     /// Whether branch `branch` was woken since this was last asked; clears the flag.
     #[inline(always)]
     pub(crate) fn take_woken(&self, branch: usize) -> bool {
-        match &self.cells[branch + 1] {
-            // A plain load first: most branches were not woken, and a swap costs much more.
-            Cell::Branch { woken, .. } => {
-                woken.load(Ordering::Relaxed) && woken.swap(false, Ordering::Acquire)
-            }
-            Cell::Header { .. } => unreachable!("branch cells follow the header"),
-        }
+        let woken = &self.shared.cells[branch].woken;
+        // A plain load first: most branches were not woken, and a swap costs much more.
+        woken.load(Ordering::Relaxed) && woken.swap(false, Ordering::Acquire)
     }
 
     /// Runs `f` with the waker of branch `branch`, without touching the reference count: the
@@ -209,13 +204,17 @@ impl Wakers {
     #[inline(always)]
     pub(crate) fn with_waker<R>(&self, branch: usize, f: impl FnOnce(&Waker) -> R) -> R {
         assert!(
-            branch + 1 < self.cells.len(),
+            branch < self.shared.cells.len(),
             "gather!: no waker for branch {branch}"
         );
-        // From the pointer to the whole slice, so that `slice_of` may step back to cell 0.
-        // SAFETY: `branch + 1` is in bounds, checked above.
-        let cell = unsafe { Arc::as_ptr(&self.cells).cast::<Cell>().add(branch + 1) };
-        // SAFETY: `cell` is a branch cell of `self.cells`, which outlives the lent waker; the
+        // From the pointer to the whole allocation, so that `parts` may step back to its start.
+        // SAFETY: the pointer is the live `Arc`'s, and `branch` is in bounds, checked above.
+        let cell = unsafe {
+            (&raw const (*Arc::as_ptr(&self.shared)).cells)
+                .cast::<Cell>()
+                .add(branch)
+        };
+        // SAFETY: `cell` is a cell of `self.shared`, which outlives the lent waker; the
         // `ManuallyDrop` keeps the lent waker from giving back a count it never took.
         let waker =
             ManuallyDrop::new(unsafe { Waker::from_raw(RawWaker::new(cell.cast(), &VTABLE)) });
@@ -245,7 +244,7 @@ mod tests {
 
     #[test]
     fn a_wake_flags_only_its_own_branch_and_wakes_the_parent() {
-        let mut wakers = Wakers::new(3);
+        let mut wakers = Wakers::new::<3>();
         let (count, waker) = parent();
         wakers.set_parent(&waker);
         wakers.with_waker(1, Waker::wake_by_ref);
@@ -258,7 +257,7 @@ mod tests {
 
     #[test]
     fn wakes_between_two_polls_of_the_gather_wake_it_once() {
-        let mut wakers = Wakers::new(3);
+        let mut wakers = Wakers::new::<3>();
         let (count, waker) = parent();
         wakers.set_parent(&waker);
         for branch in 0..3 {
@@ -276,10 +275,10 @@ mod tests {
 
     #[test]
     fn clones_keep_the_cells_alive_and_give_their_count_back() {
-        let wakers = Wakers::new(2);
+        let wakers = Wakers::new::<2>();
         let kept = wakers.with_waker(0, Waker::clone);
         let kept_too = kept.clone();
-        assert_eq!(Arc::strong_count(&wakers.cells), 3);
+        assert_eq!(Arc::strong_count(&wakers.shared), 3);
         drop(wakers);
         // The cells outlive the gather while wakers are kept; wakes still work.
         kept.wake_by_ref();
@@ -291,18 +290,18 @@ mod tests {
 
     #[test]
     fn a_lent_waker_takes_no_count() {
-        let wakers = Wakers::new(1);
+        let wakers = Wakers::new::<1>();
         wakers.with_waker(0, |waker| {
-            assert_eq!(Arc::strong_count(&wakers.cells), 1);
+            assert_eq!(Arc::strong_count(&wakers.shared), 1);
             waker.wake_by_ref();
         });
-        assert_eq!(Arc::strong_count(&wakers.cells), 1);
+        assert_eq!(Arc::strong_count(&wakers.shared), 1);
         assert!(wakers.take_woken(0));
     }
 
     #[test]
     fn a_wake_without_a_parent_only_sets_the_flag() {
-        let wakers = Wakers::new(1);
+        let wakers = Wakers::new::<1>();
         let kept = wakers.with_waker(0, Waker::clone);
         kept.wake();
         assert!(wakers.take_woken(0));
@@ -310,7 +309,7 @@ mod tests {
 
     #[test]
     fn the_parent_is_replaced_only_when_it_changes() {
-        let mut wakers = Wakers::new(1);
+        let mut wakers = Wakers::new::<1>();
         let (first, waker) = parent();
         wakers.set_parent(&waker);
         wakers.set_parent(&waker.clone());
@@ -323,7 +322,7 @@ mod tests {
 
     #[test]
     fn wakes_from_other_threads_after_the_owner_is_gone() {
-        let mut wakers = Wakers::new(4);
+        let mut wakers = Wakers::new::<4>();
         let (count, waker) = parent();
         wakers.set_parent(&waker);
         let kept: Vec<Waker> = (0..4).map(|i| wakers.with_waker(i, Waker::clone)).collect();
