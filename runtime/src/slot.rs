@@ -21,7 +21,7 @@ use crate::wake::Wakers;
 /// `O` is what is kept: the whole output under `settle` and `race`, the success value under
 /// `cancel`, `finish` and `race_ok` (an error goes to the [`Record`] the moment it is seen).
 /// `N` is the gather's branch count, which chooses how a branch is polled (see
-/// [`OWN_WAKERS_FROM`]).
+/// `OWN_WAKERS_FROM`).
 #[must_use = "a gather branch does nothing unless polled"]
 pub struct Slot<'a, F, O, const N: usize> {
     /// The branch future while it runs; `None` once it has finished or been cancelled.
