@@ -80,7 +80,8 @@ pub(crate) fn expand(gather: Gather) -> TokenStream {
             // resolve, and name nothing in the caller's code.
             #[allow(unused_imports)]
             use #k::__private::{
-                AdoptAny as _, AdoptJoinHandle as _, SpawnAdopted as _, SpawnNeedsSendAndStatic as _,
+                AdoptAny as _, AdoptJoinHandle as _, ProbeAny as _, ProbeGuarded as _, SpawnAdopted as _,
+                SpawnNeedsSendAndStatic as _,
             };
             #deadline_let
             #setup
@@ -152,6 +153,8 @@ fn fixed(
         .map(|i| format_ident!("__gather_b{}", i, span = site))
         .collect();
     let indices: Vec<usize> = (0..branches.len()).collect();
+    // The branch count, which chooses how the runtime compiles a branch's poll.
+    let count = proc_macro2::Literal::usize_unsuffixed(branches.len());
 
     let slot_lets = branches
         .iter()
@@ -160,12 +163,14 @@ fn fixed(
         .map(|((branch, slot), i)| {
             let future = branch_future(n, gather, &branch.expr, branch.span, &quote!(#i));
             quote! {
-                let mut #slot = #k::__private::Slot {
+                let mut #slot = #k::__private::Slot::<_, _, #count> {
                     fut: ::core::pin::pin!(::core::option::Option::Some(#future)),
                     out: ::core::option::Option::None,
                     trace: #k::__private::BranchSpan::NONE,
                     own_waker: false,
+                    guarded: false,
                 };
+                #slot.guarded = (&#k::__private::Probe::of(&#slot.fut)).guarded();
             }
         });
     let name_lits = branches.iter().map(|b| LitStr::new(&b.name, b.span));
@@ -179,7 +184,9 @@ fn fixed(
         #(#slot_lets)*
         let #names: &'static [&'static str] = &[ #(#name_lits),* ];
         let mut #record = #k::__private::Record::<#error_type>::new(#limit, #names, #policy_name);
-        let mut #reaper = #k::__private::Reaper::default();
+        // Made only when the gather ends early: a gather that ends with every branch's
+        // outcome never builds or drops one.
+        let mut #reaper: ::core::option::Option<#k::__private::Reaper> = ::core::option::Option::None;
         let mut #ending = ::core::option::Option::None;
     };
 
@@ -209,14 +216,14 @@ fn fixed(
     // Cancels every branch still running, naming those that had started, inside the reaping
     // scope: the tasks of adopted and spawned branches are awaited before the gather returns.
     let stop_all = quote! {
-        let #stopped = #reaper.collect(|| {
-            let mut #stopped = #k::__private::Vec::with_capacity(#names.len());
+        let #stopped = #reaper.get_or_insert_default().collect(|| {
+            let mut #stopped = #record.stopped();
             #( #slots.cancel(#indices, #names, &#record, &mut #stopped); )*
             #stopped
         });
     };
     let drop_all = quote! {
-        #reaper.collect(|| { #( #slots.drop_future(#indices, &#record); )* });
+        #reaper.get_or_insert_default().collect(|| { #( #slots.drop_future(#indices, &#record); )* });
     };
     // The winner's output; a branch whose output type differs fails to match the others here.
     let winner = {
@@ -310,7 +317,9 @@ fn fixed(
             if let ::core::option::Option::Some((#index, #error)) = #k::__private::take_trouble() {
                 #record.troubled(#index);
                 #drop_all
-                #reaper.trouble(#index, #names[#index], #error);
+                if let ::core::option::Option::Some(#reaper) = #reaper.as_mut() {
+                    #reaper.trouble(#index, #names[#index], #error);
+                }
                 break #run;
             }
         }
@@ -363,7 +372,8 @@ fn fixed(
     .then(|| quote!(#reaper.keep_finished(&mut #out);));
     let poll = quote! {
         #run: {
-            if #ending.is_some() || #reaper.ends_in_panic() {
+            // A reaper is made only by ending early, with an outcome or with a panic.
+            if #reaper.is_some() {
                 break #run;
             }
             #record.begin(#cx);
@@ -378,6 +388,9 @@ fn fixed(
             #tail
         }
         // Ending early: every branch has been dropped; wait until their tasks are gone.
+        let ::core::option::Option::Some(#reaper) = #reaper.as_mut() else {
+            ::core::unreachable!("gather!: ended early without a reaper");
+        };
         if #reaper.poll_reaped(#cx).is_pending() {
             return ::core::task::Poll::Pending;
         }

@@ -414,7 +414,9 @@ pub mod __private {
         Adopt, AdoptAny, AdoptJoinHandle, Adopted, Reaper, SpawnAdopted, SpawnNeedsSendAndStatic,
         Spawned, take_trouble,
     };
-    pub use crate::slot::{BranchResult, Record, SameError, Slot, failed, timed_out};
+    pub use crate::slot::{
+        BranchResult, Probe, ProbeAny, ProbeGuarded, Record, SameError, Slot, failed, timed_out,
+    };
     pub use crate::trace::BranchSpan;
     pub use core::convert::Infallible;
     pub use gather_macros::gather_impl;
