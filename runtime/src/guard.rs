@@ -10,7 +10,7 @@ use core::future::Future;
 use core::pin::Pin;
 use core::task::{Context, Poll, Waker};
 use std::any::Any;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 
 use tokio::task::{JoinError, JoinHandle};
 
@@ -433,19 +433,44 @@ enum Task {
     Ended(Ended),
 }
 
-struct Scope {
+/// What a reaping scope holds: an aborted task, or the panic a gather cancelled inside the
+/// scope still had to resume.
+enum Held {
+    Task(Reap),
+    Panic(Box<dyn Any + Send>),
+}
+
+// The reaping scopes open on this thread. A gather opens one while it drops the branches it
+// cancels, and scopes nest (a branch's drop may cancel a gather of its own); what a scope
+// holds is at the end of one stack that the scopes share, from where it was when the scope
+// opened. Opening and closing a scope touches only plain cells: the stack is reached only
+// when a task was aborted inside a scope, which is rare.
+thread_local! {
+    /// How many reaping scopes are open.
+    static OPEN: Cell<usize> = const { Cell::new(0) };
     /// The branch being cancelled, while the gather drops it: its index and the address of
     /// its future. A guard dropped with it is that branch's own task only if the guard's
     /// owner is the branch future itself, not a future nested inside it.
-    branch: Option<(usize, usize)>,
-    reaped: Vec<Reap>,
-    /// A panic that a gather cancelled inside this scope still had to resume.
-    panic: Option<Box<dyn Any + Send>>,
+    static BRANCH: Cell<Option<(usize, usize)>> = const { Cell::new(None) };
+    /// How much the stack holds.
+    static HELD: Cell<usize> = const { Cell::new(0) };
+    /// What the open scopes hold, innermost last.
+    static STACK: RefCell<Vec<Held>> = const { RefCell::new(Vec::new()) };
 }
 
-thread_local! {
-    /// The reaping scope of the gather that is cancelling branches on this thread, if any.
-    static SCOPE: RefCell<Option<Scope>> = const { RefCell::new(None) };
+/// Hands `held` to the innermost reaping scope, if one is open; otherwise it is dropped (a
+/// task is then only aborted, as any dropped guard's is).
+fn hold(held: impl FnOnce(Option<(usize, usize)>) -> Held) {
+    if OPEN.get() == 0 {
+        return;
+    }
+    // `try_with`: a guard dropped while the thread ends has no scope to go to.
+    let _ = STACK.try_with(|stack| {
+        if let Ok(mut stack) = stack.try_borrow_mut() {
+            stack.push(held(BRANCH.get()));
+            HELD.set(stack.len());
+        }
+    });
 }
 
 /// Hands an aborted task to the gather whose reaping scope is open, if any; otherwise the task
@@ -457,23 +482,17 @@ thread_local! {
 /// which would wake the gather for nothing; the gather polls it with its own waker when it
 /// waits for it. The poll is outside tokio's budget: it is a drop, not progress of the task.
 fn reap<T: Send + 'static>(mut handle: JoinHandle<T>, owner: Option<usize>) {
-    // `try_with`: a guard dropped while the thread ends has no scope to go to.
-    let _ = SCOPE.try_with(|scope| {
-        if let Ok(mut scope) = scope.try_borrow_mut()
-            && let Some(scope) = scope.as_mut()
-        {
-            let branch = match (scope.branch, owner) {
-                (Some((index, address)), Some(owner)) if address == owner => Some(index),
-                _ => None,
-            };
-            let mut quiet = Context::from_waker(Waker::noop());
-            let task = match Pin::new(&mut tokio::task::unconstrained(&mut handle)).poll(&mut quiet)
-            {
-                Poll::Ready(outcome) => Task::Ended(ended(outcome)),
-                Poll::Pending => Task::Running(Box::new(handle)),
-            };
-            scope.reaped.push(Reap { branch, task });
-        }
+    hold(|marked| {
+        let branch = match (marked, owner) {
+            (Some((index, address)), Some(owner)) if address == owner => Some(index),
+            _ => None,
+        };
+        let mut quiet = Context::from_waker(Waker::noop());
+        let task = match Pin::new(&mut tokio::task::unconstrained(&mut handle)).poll(&mut quiet) {
+            Poll::Ready(outcome) => Task::Ended(ended(outcome)),
+            Poll::Pending => Task::Running(Box::new(handle)),
+        };
+        Held::Task(Reap { branch, task })
     });
 }
 
@@ -508,20 +527,18 @@ impl Drop for Reaper {
         if self.pending.is_empty() && self.panic.is_none() {
             return;
         }
-        let _ = SCOPE.try_with(|scope| {
-            if let Ok(mut scope) = scope.try_borrow_mut()
-                && let Some(scope) = scope.as_mut()
-            {
-                // These tasks were the inner gather's branches, not the outer one's.
-                scope.reaped.extend(self.pending.drain(..).map(|reap| Reap {
+        // These tasks were the inner gather's branches, not the outer one's.
+        for reap in self.pending.drain(..) {
+            hold(|_| {
+                Held::Task(Reap {
                     branch: None,
                     task: reap.task,
-                }));
-                if let Some(payload) = self.panic.take() {
-                    scope.panic.get_or_insert(payload);
-                }
-            }
-        });
+                })
+            });
+        }
+        if let Some(payload) = self.panic.take() {
+            hold(|_| Held::Panic(payload));
+        }
     }
 }
 
@@ -529,35 +546,57 @@ impl Reaper {
     /// Runs `cancel` (the drops of a gather's branches) with a reaping scope open, and keeps
     /// every task aborted by it, to await in [`poll_reaped`](Reaper::poll_reaped).
     pub fn collect<R>(&mut self, cancel: impl FnOnce() -> R) -> R {
-        let outer = SCOPE.with(|scope| {
-            scope.borrow_mut().replace(Scope {
-                branch: None,
-                reaped: Vec::new(),
-                panic: None,
-            })
-        });
-        // Restores the outer scope even if a drop panics.
-        struct Restore(Option<Option<Scope>>);
-        impl Drop for Restore {
-            fn drop(&mut self) {
-                if let Some(outer) = self.0.take() {
-                    let _ = SCOPE.try_with(|scope| *scope.borrow_mut() = outer);
+        /// Closes the scope, even if a drop panics: then what it holds is dropped (its tasks
+        /// only aborted), as the gather is gone.
+        struct Close {
+            open: usize,
+            branch: Option<(usize, usize)>,
+            held: usize,
+        }
+        impl Close {
+            /// What the scope holds, taken off the stack.
+            fn take(&self) -> Vec<Held> {
+                if HELD.get() == self.held {
+                    return Vec::new();
                 }
+                HELD.set(self.held);
+                STACK
+                    .try_with(|stack| stack.borrow_mut().split_off(self.held))
+                    .unwrap_or_default()
             }
         }
-        let mut restore = Restore(Some(outer));
-        let result = cancel();
-        let outer = restore.0.take().expect("set above");
-        let ours = SCOPE.with(|scope| core::mem::replace(&mut *scope.borrow_mut(), outer));
-        if let Some(ours) = ours {
-            // Kept last-aborted first, so that `poll_reaped` meets them in abort order.
-            let mut reaped = ours.reaped;
-            reaped.reverse();
-            reaped.append(&mut self.pending);
-            self.pending = reaped;
-            if let Some(payload) = ours.panic {
-                self.panic.get_or_insert(payload);
+        impl Drop for Close {
+            fn drop(&mut self) {
+                OPEN.set(self.open);
+                BRANCH.set(self.branch);
+                drop(self.take());
             }
+        }
+        let open = OPEN.get();
+        OPEN.set(open + 1);
+        let close = Close {
+            open,
+            branch: BRANCH.take(),
+            held: HELD.get(),
+        };
+        let result = cancel();
+        let held = close.take();
+        drop(close);
+        if !held.is_empty() {
+            let mut tasks = Vec::with_capacity(held.len() + self.pending.len());
+            for held in held {
+                match held {
+                    Held::Task(reap) => tasks.push(reap),
+                    // The first panic is the one resumed.
+                    Held::Panic(payload) => {
+                        self.panic.get_or_insert(payload);
+                    }
+                }
+            }
+            // Kept last-aborted first, so that `poll_reaped` meets them in abort order.
+            tasks.reverse();
+            tasks.append(&mut self.pending);
+            self.pending = tasks;
         }
         result
     }
@@ -565,11 +604,7 @@ impl Reaper {
     /// Marks the branch whose drop follows (its index, and the address of its future), so
     /// that its own task is known as that branch's.
     pub fn mark(index: usize, address: usize) {
-        SCOPE.with(|scope| {
-            if let Some(scope) = scope.borrow_mut().as_mut() {
-                scope.branch = Some((index, address));
-            }
-        });
+        BRANCH.set(Some((index, address)));
     }
 
     /// Awaits every collected task. Ready once all are gone.
