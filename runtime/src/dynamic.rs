@@ -2,12 +2,13 @@
 //!
 //! Each branch runs in a slot that has a waker of its own, which puts the slot in a shared
 //! queue, so a wake polls only the branch it belongs to, at any number of branches. Slots come
-//! in chunks of 32, each chunk one allocation for the futures and one for the wakers, and a
-//! slot is used again once its branch has ended: a gather allocates by the number of branches
-//! running at once, not by the number of items (see `wake::chunks`). A waker that an ended
-//! branch left behind can wake its slot's next branch: that costs one extra poll, never a
-//! lost wake. Branches start lazily, in input order, when `limit` lets them: the body runs for
-//! an item only when its branch starts.
+//! in chunks that double in size (16, 32, 64, ..), each chunk one allocation for the futures
+//! and one for the wakers, and a slot is used again once its branch has ended: a gather
+//! allocates by the number of branches running at once, not by the number of items, and a
+//! branch ready at its first poll takes a slot only for that poll (see `wake::chunks`). A
+//! waker that an ended branch left behind can wake its slot's next branch: that costs one
+//! extra poll, never a lost wake. Branches start lazily, in input order, when `limit` lets
+//! them: the body runs for an item only when its branch starts.
 
 use core::future::Future;
 use core::task::{Context, Poll};
