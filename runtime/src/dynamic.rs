@@ -1,23 +1,26 @@
 //! The dynamic form, `for PAT in ITER => FUTURE`: one branch per item, polled in place.
 //!
 //! Each branch runs in a slot that has a waker of its own, which puts the slot in a shared
-//! queue, so a wake polls only the branch it belongs to, at any number of branches. Slots come
-//! in chunks that double in size (16, 32, 64, ..), each chunk one allocation for the futures
-//! and one for the wakers, and a slot is used again once its branch has ended: a gather
-//! allocates by the number of branches running at once, not by the number of items, and a
-//! branch ready at its first poll takes a slot only for that poll (see `wake::chunks`). A
-//! waker that an ended branch left behind can wake its slot's next branch: that costs one
-//! extra poll, never a lost wake. Branches start lazily, in input order, when `limit` lets
-//! them: the body runs for an item only when its branch starts.
+//! queue, so a wake polls only the branch it belongs to, at any number of branches. The first
+//! slot is the stage, whose future the gather keeps pinned in its own frame: a branch starts
+//! there whenever it is free, and one ready at its first poll leaves it free for the next, so
+//! a gather whose branches are all ready needs no other slot and allocates nothing for them.
+//! The other slots come in chunks that double in size (16, 32, 64, ..), each chunk one
+//! allocation for the futures and one for the wakers, and a slot is used again once its
+//! branch has ended: a gather allocates by the number of branches running at once, not by the
+//! number of items (see `wake::chunks`). A waker that an ended branch left behind can wake its
+//! slot's next branch: that costs one extra poll, never a lost wake. Branches start lazily, in
+//! input order, when `limit` lets them: the body runs for an item only when its branch starts.
 
 use core::future::Future;
-use core::task::{Context, Poll};
+use core::pin::Pin;
+use core::task::{Context, Poll, Waker};
 
 use crate::error::{Branch, Error};
 use crate::guard::{Reaper, take_trouble};
 use crate::slot::{BranchResult, failures};
 use crate::trace::{BranchSpan, GatherSpan, Outcome};
-use crate::wake::chunks::Slots;
+use crate::wake::chunks::{STAGE, Slots};
 
 /// What a gather knows of one slot, beside its future and its waker.
 struct Slot {
@@ -26,10 +29,14 @@ struct Slot {
     span: BranchSpan,
 }
 
-/// Fills `order` with the running branches, as (branch, slot), lowest index first. `order` is
-/// the engine's list of branches to poll, of no more use when every branch is stopped.
-fn running_in_order<F>(slots: &Slots<F, Slot>, order: &mut Vec<(usize, usize)>) {
+/// Fills `order` with the running branches, as (branch, slot), lowest index first, the stage's
+/// if `stage` holds one. `order` is the engine's list of branches to poll, of no more use when
+/// every branch is stopped.
+fn running_in_order<F>(slots: &Slots<F, Slot>, stage: &Option<F>, order: &mut Vec<(usize, usize)>) {
     order.clear();
+    if stage.is_some() {
+        order.push((slots.meta(STAGE).branch, STAGE));
+    }
     order.extend(slots.running().map(|(slot, entry)| (entry.branch, slot)));
     order.sort_unstable();
 }
@@ -64,16 +71,30 @@ pub(crate) enum Step<O> {
     Trouble,
 }
 
+/// How a run of branches in the stage ended (see [`Engine::run_ready`]).
+enum Run<E, O> {
+    /// The policy ended the gather with this outcome.
+    Ended(E),
+    /// The iterator is exhausted, and no branch is running.
+    Exhausted,
+    /// A branch was pending; the engine goes on with its other steps.
+    Continue,
+    /// A branch was pending, and the step to report (`Pending` or `Trouble`).
+    Step(Step<O>),
+}
+
 /// Runs the branches of the dynamic form: starts them in order under `limit`, polls each
 /// when its own waker was woken, and reports each output as it comes.
 #[must_use = "a gather does nothing unless polled"]
-pub struct Engine<I, C, F> {
+pub struct Engine<'a, I, C, F> {
     /// `None` once exhausted.
     iter: Option<I>,
     make: C,
     limit: usize,
     /// Whether branches are spawned tasks, whose trouble the engine looks for.
     spawn: bool,
+    /// The stage's future, pinned in the gather's frame.
+    stage: Pin<&'a mut Option<F>>,
     /// The branch futures, their wakers, and which branch each slot holds.
     slots: Slots<F, Slot>,
     /// How many slots have been used so far.
@@ -96,7 +117,7 @@ pub struct Engine<I, C, F> {
     trace: GatherSpan,
 }
 
-impl<I, C, F> core::fmt::Debug for Engine<I, C, F> {
+impl<I, C, F> core::fmt::Debug for Engine<'_, I, C, F> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Engine")
             .field("started", &self.started)
@@ -108,20 +129,29 @@ impl<I, C, F> core::fmt::Debug for Engine<I, C, F> {
 
 /// A gather dropped before it ended (its caller gave up) drops its running branches in input
 /// order, as it cancels them.
-impl<I, C, F> Drop for Engine<I, C, F> {
+impl<I, C, F> Drop for Engine<'_, I, C, F> {
     fn drop(&mut self) {
         if self.running == 0 {
             return;
         }
-        let Engine { slots, to_poll, .. } = self;
-        running_in_order(slots, to_poll);
+        let Engine {
+            slots,
+            stage,
+            to_poll,
+            ..
+        } = self;
+        running_in_order(slots, stage, to_poll);
         for &(_, slot) in to_poll.iter() {
-            slots.clear(slot);
+            if slot == STAGE {
+                stage.set(None);
+            } else {
+                slots.clear(slot);
+            }
         }
     }
 }
 
-impl<I, C, F> Engine<I, C, F>
+impl<'a, I, C, F> Engine<'a, I, C, F>
 where
     I: Iterator,
     C: FnMut(usize, I::Item) -> F,
@@ -129,7 +159,8 @@ where
     /// An engine over `iter`, making each branch with `make` (given the item's index and the
     /// item) when it starts, running at most `limit` at once. `name` names every branch in
     /// errors; `spawn` says that branches are spawned tasks; `policy` names the policy in the
-    /// gather's span (under the `tracing` feature).
+    /// gather's span (under the `tracing` feature). `stage` is the place, pinned in the
+    /// gather's frame and empty, where each branch starts when it is free.
     ///
     /// The bounds on `make` are here, where the body's closure is written, so that its
     /// argument's type is known inside the body (`for s in &words => f(s.len())`). `F: Future`
@@ -141,13 +172,18 @@ where
         name: &'static str,
         spawn: bool,
         policy: &'static str,
+        stage: Pin<&'a mut Option<F>>,
     ) -> Self {
         Engine {
             iter: Some(iter),
             make,
             limit,
             spawn,
-            slots: Slots::new(),
+            stage,
+            slots: Slots::new(Slot {
+                branch: usize::MAX,
+                span: BranchSpan::NONE,
+            }),
             made: 0,
             spare: None,
             free: Vec::new(),
@@ -166,7 +202,7 @@ where
     }
 }
 
-impl<I, C, F> Engine<I, C, F>
+impl<I, C, F> Engine<'_, I, C, F>
 where
     I: Iterator,
     C: FnMut(usize, I::Item) -> F,
@@ -193,7 +229,7 @@ where
                 if self.slots.meta(slot).branch != branch {
                     continue;
                 }
-                match self.poll_slot(slot) {
+                match self.poll_slot(slot, cx.waker()) {
                     Step::Pending if out_of_budget(cx) => return Step::Pending,
                     Step::Pending => continue,
                     step => return step,
@@ -201,7 +237,7 @@ where
             }
             if self.running < self.limit {
                 if let Some(item) = self.iter.as_mut().and_then(Iterator::next) {
-                    match self.start(item) {
+                    match self.start(item, cx.waker()) {
                         Step::Pending if out_of_budget(cx) => return Step::Pending,
                         Step::Pending => continue,
                         step => return step,
@@ -216,24 +252,119 @@ where
         }
     }
 
-    /// Starts the next branch in a free slot, or in a new one, and polls it. A branch that is
-    /// ready at once leaves its slot free for the next: it is never counted as running.
+    /// While no branch is running, starts each next branch in the stage and polls it, and
+    /// hands its output to `output` while each is ready at its first poll: the loop of a
+    /// gather whose branches are all ready, with the stage's waker made once for all. Stops
+    /// when `output` ends the gather, when the iterator is exhausted, or after a branch that
+    /// is pending, which keeps the stage.
     #[inline(always)]
-    fn start(&mut self, item: I::Item) -> Step<F::Output> {
+    fn run_ready<E>(
+        &mut self,
+        cx: &Context<'_>,
+        mut output: impl FnMut(usize, BranchSpan, F::Output) -> Option<E>,
+    ) -> Run<E, F::Output> {
+        enum Found<E> {
+            Ended(E),
+            Exhausted,
+            Pending(usize, BranchSpan),
+        }
+        let Engine {
+            iter,
+            make,
+            stage,
+            slots,
+            started,
+            trace,
+            name,
+            ..
+        } = self;
+        let Some(items) = iter.as_mut() else {
+            return Run::Exhausted;
+        };
+        let name = *name;
+        let found = slots.lend_stage(|waker| {
+            let mut cx = Context::from_waker(waker);
+            for item in items {
+                let index = *started;
+                *started += 1;
+                stage.set(Some(make(index, item)));
+                let mut span = BranchSpan::NONE;
+                span.start(trace, index, || name);
+                let Some(fut) = stage.as_mut().as_pin_mut() else {
+                    unreachable!("the future was just put in the stage");
+                };
+                match span.poll(|| fut.poll(&mut cx)) {
+                    Poll::Ready(out) => {
+                        stage.set(None);
+                        if let Some(end) = output(index, span, out) {
+                            return Found::Ended(end);
+                        }
+                    }
+                    Poll::Pending => return Found::Pending(index, span),
+                }
+            }
+            Found::Exhausted
+        });
+        match found {
+            Found::Ended(end) => Run::Ended(end),
+            Found::Exhausted => {
+                self.iter = None;
+                Run::Exhausted
+            }
+            Found::Pending(index, span) => {
+                self.slots.pending(cx.waker());
+                *self.slots.meta_mut(STAGE) = Slot {
+                    branch: index,
+                    span,
+                };
+                self.running += 1;
+                match self.after_pending(index) {
+                    Step::Pending if out_of_budget(cx) => Run::Step(Step::Pending),
+                    Step::Pending => Run::Continue,
+                    step => Run::Step(step),
+                }
+            }
+        }
+    }
+
+    /// Runs `f` with the future of `slot` (or of the stage), pinned, its waker, and what the
+    /// gather keeps of it.
+    #[inline(always)]
+    fn with_slot<R>(
+        &mut self,
+        slot: usize,
+        f: impl FnOnce(Pin<&mut Option<F>>, &Waker, &mut Slot) -> R,
+    ) -> R {
+        if slot == STAGE {
+            self.slots.with_stage(self.stage.as_mut(), f)
+        } else {
+            self.slots.with(slot, f)
+        }
+    }
+
+    /// Starts the next branch in the stage if it is free, else in a free slot, or in a new
+    /// one, and polls it. A branch that is ready at once leaves its slot free for the next: it
+    /// is never counted as running.
+    #[inline(always)]
+    fn start(&mut self, item: I::Item, parent: &Waker) -> Step<F::Output> {
         let index = self.started;
         self.started += 1;
         let fut = (self.make)(index, item);
-        let slot = match self.spare.take() {
-            Some(slot) => slot,
-            None => match self.free.pop() {
+        let slot = if self.stage.is_none() {
+            STAGE
+        } else {
+            match self.spare.take() {
                 Some(slot) => slot,
-                None => self.new_slot(),
-            },
+                None => match self.free.pop() {
+                    Some(slot) => slot,
+                    None => self.new_slot(parent),
+                },
+            }
         };
         let mut span = BranchSpan::NONE;
         let name = self.name;
         span.start(&self.trace, index, || name);
-        let polled = self.slots.with(slot, |mut future, waker, _| {
+        let polled = self.with_slot(slot, |mut future, waker, _| {
             future.set(Some(fut));
             let Some(fut) = future.as_mut().as_pin_mut() else {
                 unreachable!("the future was just put in its slot");
@@ -250,6 +381,9 @@ where
                 Step::Finished(index, span, out)
             }
             Poll::Pending => {
+                if slot == STAGE {
+                    self.slots.pending(parent);
+                }
                 *self.slots.meta_mut(slot) = Slot {
                     branch: index,
                     span,
@@ -260,9 +394,12 @@ where
         }
     }
 
-    /// Gives back the slot of a branch that ended.
+    /// Gives back the slot of a branch that ended (the stage is free once its future is gone).
     #[inline]
     fn release(&mut self, slot: usize) {
+        if slot == STAGE {
+            return;
+        }
         match self.spare {
             None => self.spare = Some(slot),
             Some(_) => self.free.push(slot),
@@ -270,11 +407,11 @@ where
     }
 
     /// A slot never used yet, from a new chunk when the last is full.
-    fn new_slot(&mut self) -> usize {
+    fn new_slot(&mut self, parent: &Waker) -> usize {
         let slot = self.made;
         self.made += 1;
         if slot == self.slots.len() {
-            self.slots.grow(|| Slot {
+            self.slots.grow(parent, || Slot {
                 branch: usize::MAX,
                 span: BranchSpan::NONE,
             });
@@ -284,8 +421,8 @@ where
 
     /// Polls the running branch in `slot`, that was woken.
     #[inline(always)]
-    fn poll_slot(&mut self, slot: usize) -> Step<F::Output> {
-        let (index, polled) = self.slots.with(slot, |mut future, waker, entry| {
+    fn poll_slot(&mut self, slot: usize, parent: &Waker) -> Step<F::Output> {
+        let (index, polled) = self.with_slot(slot, |mut future, waker, entry| {
             let Some(fut) = future.as_mut().as_pin_mut() else {
                 return (entry.branch, None);
             };
@@ -309,7 +446,12 @@ where
                 self.running -= 1;
                 Step::Finished(index, span, out)
             }
-            Some(Poll::Pending) => self.after_pending(index),
+            Some(Poll::Pending) => {
+                if slot == STAGE {
+                    self.slots.pending(parent);
+                }
+                self.after_pending(index)
+            }
         }
     }
 
@@ -347,12 +489,13 @@ where
         self.running = 0;
         let Engine {
             slots,
+            stage,
             to_poll,
             reaper,
             name,
             ..
         } = self;
-        running_in_order(slots, to_poll);
+        running_in_order(slots, stage, to_poll);
         reaper.collect(|| {
             let mut stopped = Vec::with_capacity(to_poll.len());
             for (index, slot) in to_poll.drain(..) {
@@ -361,13 +504,18 @@ where
                 } else {
                     stop
                 };
-                slots.with(slot, |mut future, _, entry| {
+                let stop = |mut future: Pin<&mut Option<F>>, entry: &mut Slot| {
                     if let Some(fut) = future.as_mut().as_pin_mut() {
                         Reaper::mark(index, core::ptr::from_ref(&*fut).addr());
                         future.set(None);
                     }
                     entry.span.end(outcome);
-                });
+                };
+                if slot == STAGE {
+                    stop(stage.as_mut(), slots.meta_mut(STAGE));
+                } else {
+                    slots.with(slot, |future, _, entry| stop(future, entry));
+                }
                 stopped.push(Branch::__new(index, name));
             }
             stopped
@@ -436,9 +584,18 @@ impl<T> Outs<T> {
         }
     }
 
+    #[inline(always)]
     fn put(&mut self, index: usize, value: T) {
         match self {
             Outs::InOrder(outs) if outs.len() == index => outs.push(value),
+            _ => self.scatter(index, value),
+        }
+    }
+
+    /// Puts an output that does not come next in input order.
+    #[cold]
+    fn scatter(&mut self, index: usize, value: T) {
+        match self {
             Outs::InOrder(outs) => {
                 let mut scattered = Vec::with_capacity(index + 1);
                 scattered.extend(core::mem::take(outs).into_iter().map(Some));
@@ -465,6 +622,21 @@ impl<T> Outs<T> {
             Outs::InOrder(outs) => outs.into_iter().map(Some).collect(),
             Outs::Scattered(outs) => outs,
         }
+    }
+}
+
+/// The error of a gather under `cancel` whose branch `index` failed: cancels the others.
+#[cold]
+fn failed<E>(
+    index: usize,
+    error: E,
+    name: &'static str,
+    stopped: &mut dyn FnMut() -> Vec<Branch>,
+) -> Error<E> {
+    Error::Failed {
+        branch: Branch::__new(index, name),
+        error,
+        cancelled: stopped(),
     }
 }
 
@@ -545,6 +717,7 @@ impl<R: BranchResult> Policy<R> for Cancel<R::Ok> {
 
     type Out = Result<Vec<R::Ok>, Error<R::Err>>;
 
+    #[inline(always)]
     fn output(
         &mut self,
         index: usize,
@@ -557,11 +730,7 @@ impl<R: BranchResult> Policy<R> for Cancel<R::Ok> {
                 self.outs.put(index, value);
                 None
             }
-            Err(error) => Some(Err(Error::Failed {
-                branch: Branch::__new(index, name),
-                error,
-                cancelled: stopped(),
-            })),
+            Err(error) => Some(Err(failed(index, error, name, stopped))),
         }
     }
 
@@ -589,6 +758,7 @@ impl<R: BranchResult> Policy<R> for Finish<R::Ok, R::Err> {
 
     type Out = Result<Vec<R::Ok>, Error<R::Err>>;
 
+    #[inline(always)]
     fn output(
         &mut self,
         index: usize,
@@ -627,6 +797,7 @@ impl<O> Policy<O> for Settle<O, false> {
 
     type Out = Vec<O>;
 
+    #[inline(always)]
     fn output(
         &mut self,
         index: usize,
@@ -654,6 +825,7 @@ impl<O> Policy<O> for Settle<O, true> {
 
     type Out = Vec<Option<O>>;
 
+    #[inline(always)]
     fn output(
         &mut self,
         index: usize,
@@ -680,6 +852,7 @@ impl<O> Policy<O> for Settle<O, true> {
 impl<O> Policy<O> for Race<false> {
     type Out = O;
 
+    #[inline(always)]
     fn output(
         &mut self,
         _: usize,
@@ -706,6 +879,7 @@ impl<O> Policy<O> for Race<false> {
 impl<O> Policy<O> for Race<true> {
     type Out = Option<O>;
 
+    #[inline(always)]
     fn output(
         &mut self,
         _: usize,
@@ -736,6 +910,7 @@ impl<R: BranchResult> Policy<R> for RaceOk<R::Err> {
 
     type Out = Result<R::Ok, Error<R::Err>>;
 
+    #[inline(always)]
     fn output(
         &mut self,
         index: usize,
@@ -775,13 +950,13 @@ impl<R: BranchResult> Policy<R> for RaceOk<R::Err> {
 /// `Out` is the policy's outcome type; it is a parameter of its own, and the struct has no
 /// bounds, so that a body that is not a future is reported once, where it is written.
 #[must_use = "a gather does nothing unless polled"]
-pub struct Driver<I, C, F, P, Out> {
-    engine: Engine<I, C, F>,
+pub struct Driver<'a, I, C, F, P, Out> {
+    engine: Engine<'a, I, C, F>,
     policy: P,
     ending: Option<Out>,
 }
 
-impl<I, C, F, P, Out> core::fmt::Debug for Driver<I, C, F, P, Out> {
+impl<I, C, F, P, Out> core::fmt::Debug for Driver<'_, I, C, F, P, Out> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Driver")
             .field("engine", &self.engine)
@@ -790,9 +965,9 @@ impl<I, C, F, P, Out> core::fmt::Debug for Driver<I, C, F, P, Out> {
     }
 }
 
-impl<I, C, F, P: Default, Out> Driver<I, C, F, P, Out> {
+impl<'a, I, C, F, P: Default, Out> Driver<'a, I, C, F, P, Out> {
     /// A gather over `engine` under policy `P`.
-    pub fn new(engine: Engine<I, C, F>) -> Self {
+    pub fn new(engine: Engine<'a, I, C, F>) -> Self {
         Driver {
             engine,
             policy: P::default(),
@@ -801,7 +976,7 @@ impl<I, C, F, P: Default, Out> Driver<I, C, F, P, Out> {
     }
 }
 
-impl<I, C, F, P, Out> Driver<I, C, F, P, Out>
+impl<I, C, F, P, Out> Driver<'_, I, C, F, P, Out>
 where
     I: Iterator,
     C: FnMut(usize, I::Item) -> F,
@@ -822,6 +997,28 @@ where
             }
             self.engine.begin(cx);
             loop {
+                if self.engine.running == 0 && self.engine.to_poll.is_empty() {
+                    let Driver { engine, policy, .. } = self;
+                    let name = engine.name;
+                    let run = engine.run_ready(cx, |index, mut span, out| {
+                        span.end(if P::is_error(&out) {
+                            Outcome::Error
+                        } else {
+                            Outcome::Ok
+                        });
+                        // No other branch is running: an end cancels none.
+                        policy.output(index, out, name, &mut Vec::new)
+                    });
+                    match run {
+                        Run::Ended(end) => {
+                            self.ending = Some(end);
+                            break;
+                        }
+                        Run::Step(Step::Pending) => return Poll::Pending,
+                        Run::Step(_) => break,
+                        Run::Exhausted | Run::Continue => {}
+                    }
+                }
                 match self.engine.step(cx) {
                     Step::Finished(index, mut span, out) => {
                         let outcome = if P::is_error(&out) {

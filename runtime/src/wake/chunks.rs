@@ -9,16 +9,27 @@
 //! of each chunk is a header: the number of cells, the first slot of the chunk, and the queue
 //! that every chunk of the gather shares. From a slot cell, its offset finds the header, and
 //! the header's length rebuilds the `Arc` to count references, as in the parent module.
+//!
+//! Beside the chunks, a gather has a stage: one slot whose future lives in the gather's own
+//! pinned frame, not in a chunk, for a branch's first poll (and for the rest of its run if it
+//! is pending). A branch ready at its first poll then needs no chunk, no queue and no waker
+//! of its own, so a gather whose branches are all ready allocates none of them. The stage's
+//! waker is lent as a pointer to the slots' [`Lazy`] part: its first clone or wake makes the
+//! stage's own waker, in a chunk of one cell, and the queue if there is none yet. The gather
+//! gives that queue its own waker as soon as the poll that made it returns.
 
 use core::mem::ManuallyDrop;
 use core::pin::Pin;
 use core::ptr;
 use core::sync::atomic::{AtomicBool, Ordering};
 use core::task::{RawWaker, RawWakerVTable, Waker};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 /// How many slots chunk 0 has.
 pub(crate) const FIRST: usize = 16;
+
+/// The number of the stage, the slot whose future is kept outside the chunks.
+pub(crate) const STAGE: usize = usize::MAX;
 
 /// The chunk that holds slot `slot`, and the slot's offset in it: chunk `k` holds
 /// `FIRST * 2^k` slots, from slot `FIRST * (2^k - 1)` on.
@@ -43,6 +54,17 @@ struct Woken {
 }
 
 impl Queue {
+    /// A queue with nothing woken, whose wakes wake `parent`.
+    fn new(parent: Option<Waker>) -> Arc<Self> {
+        Arc::new(Queue {
+            woken: Mutex::new(Woken {
+                slots: Vec::new(),
+                parent,
+                notified: false,
+            }),
+        })
+    }
+
     fn lock(&self) -> MutexGuard<'_, Woken> {
         // Nothing is left half-done while the lock is held, so a poisoned lock is still sound.
         self.woken.lock().unwrap_or_else(PoisonError::into_inner)
@@ -57,7 +79,7 @@ enum Cell {
         first: usize,
         queue: Arc<Queue>,
     },
-    /// Cell `offset`: whether the slot `first + offset - 1` is in the queue already.
+    /// Cell `offset`: whether the slot `first + (offset - 1)` is in the queue already.
     Slot { offset: usize, queued: AtomicBool },
 }
 
@@ -65,11 +87,71 @@ enum Cell {
 /// wakers of its slots and what the gather keeps of each slot (`M`).
 pub(crate) struct Slots<F, M> {
     chunks: Vec<Chunk<F, M>>,
-    /// Made with chunk 0.
-    queue: Option<Arc<Queue>>,
-    /// The gather's waker as last given to the queue, to skip replacing it when it is the same,
-    /// and to give to the queue when it is made.
+    /// The queue and the stage's waker, made when first needed.
+    lazy: Lazy,
+    /// The gather's waker as last given to the queue, to skip replacing it when it is the
+    /// same. `None` until the queue has one.
     parent: Option<Waker>,
+    /// What the gather keeps of the stage.
+    stage: M,
+}
+
+/// What the stage's lent waker reaches, so that its first clone or wake can make them: the
+/// queue, and the stage's own waker, in a chunk of one cell whose header gives the stage's
+/// number as its first slot.
+struct Lazy {
+    queue: OnceLock<Arc<Queue>>,
+    stage: OnceLock<Arc<[Cell]>>,
+}
+
+impl Lazy {
+    /// The queue, made if there is none yet, without a waker of the gather's.
+    fn queue(&self) -> &Arc<Queue> {
+        self.queue.get_or_init(|| Queue::new(None))
+    }
+
+    /// The stage's own waker cell, made if there is none yet, with the queue.
+    fn stage(&self) -> *const Cell {
+        stage_cell(self.stage.get_or_init(|| cells(STAGE, 1, self.queue())))
+    }
+}
+
+/// Runs `f` with the stage's waker: its own if it has one, else the lent one that points at
+/// `lazy`.
+#[inline]
+fn lend<R>(lazy: &Lazy, f: impl FnOnce(&Waker) -> R) -> R {
+    let raw = match lazy.stage.get() {
+        Some(chunk) => RawWaker::new(stage_cell(chunk).cast(), &VTABLE),
+        None => RawWaker::new(ptr::from_ref(lazy).cast(), &LENT),
+    };
+    // SAFETY: either a slot cell of the stage's chunk, which `lazy` keeps alive while the
+    // waker is lent, or `lazy` itself, borrowed (shared) for as long as the waker is lent;
+    // `LENT`'s entries reach it only through shared references, and its `OnceLock`s make what
+    // they make once, from any thread. The `ManuallyDrop` keeps the lent waker from giving
+    // back a count it never took.
+    let waker = ManuallyDrop::new(unsafe { Waker::from_raw(raw) });
+    f(&waker)
+}
+
+/// The slot cell of the stage's chunk of one slot, from the pointer to the whole chunk, so
+/// that `chunk_of` may step back to cell 0.
+fn stage_cell(chunk: &Arc<[Cell]>) -> *const Cell {
+    // SAFETY: a chunk of one slot has two cells; cell 1 is in bounds.
+    unsafe { Arc::as_ptr(chunk).cast::<Cell>().add(1) }
+}
+
+/// The wakers of `size` slots from slot `first` on, sharing `queue`.
+fn cells(first: usize, size: usize, queue: &Arc<Queue>) -> Arc<[Cell]> {
+    core::iter::once(Cell::Header {
+        len: size + 1,
+        first,
+        queue: Arc::clone(queue),
+    })
+    .chain((1..=size).map(|offset| Cell::Slot {
+        offset,
+        queued: AtomicBool::new(false),
+    }))
+    .collect()
 }
 
 struct Chunk<F, M> {
@@ -91,6 +173,31 @@ impl<F, M> core::fmt::Debug for Slots<F, M> {
 }
 
 static VTABLE: RawWakerVTable = RawWakerVTable::new(clone, wake, wake_by_ref, drop_waker);
+
+/// The stage's lent waker, which points at the slots' [`Lazy`] part. It is only ever lent
+/// (as `&Waker`, during a poll of the stage), so it is never woken by value nor dropped: those
+/// entries do as a wake by reference and nothing.
+static LENT: RawWakerVTable = RawWakerVTable::new(lent_clone, lent_wake, lent_wake, lent_drop);
+
+/// A clone of the stage's lent waker is a clone of the stage's own waker, made if need be.
+unsafe fn lent_clone(data: *const ()) -> RawWaker {
+    // SAFETY: `data` points at the `Lazy` of the slots, which are borrowed while the waker is
+    // lent (see `Slots::with_stage`); its cells are reached only through shared references.
+    let lazy = unsafe { &*data.cast::<Lazy>() };
+    // SAFETY: `stage` gives a slot cell of a live chunk, reached from the `Arc`'s pointer.
+    unsafe { clone(lazy.stage().cast()) }
+}
+
+/// A wake of the stage's lent waker wakes the stage's own waker, made if need be.
+unsafe fn lent_wake(data: *const ()) {
+    // SAFETY: as in `lent_clone`.
+    let lazy = unsafe { &*data.cast::<Lazy>() };
+    // SAFETY: as in `lent_clone`.
+    unsafe { wake_by_ref(lazy.stage().cast()) }
+}
+
+/// A lent waker holds no count.
+unsafe fn lent_drop(_: *const ()) {}
 
 /// The chunk of wakers a slot cell belongs to, rebuilt from the cell's address.
 ///
@@ -147,7 +254,7 @@ unsafe fn wake_by_ref(data: *const ()) {
     };
     let parent = {
         let mut woken = queue.lock();
-        woken.slots.push(first + offset - 1);
+        woken.slots.push(first + (offset - 1));
         if woken.notified {
             return;
         }
@@ -167,11 +274,16 @@ unsafe fn drop_waker(data: *const ()) {
 }
 
 impl<F, M> Slots<F, M> {
-    pub(crate) const fn new() -> Self {
+    /// No chunks yet, and `stage` as what the gather keeps of the stage.
+    pub(crate) const fn new(stage: M) -> Self {
         Slots {
             chunks: Vec::new(),
-            queue: None,
+            lazy: Lazy {
+                queue: OnceLock::new(),
+                stage: OnceLock::new(),
+            },
             parent: None,
+            stage,
         }
     }
 
@@ -181,56 +293,99 @@ impl<F, M> Slots<F, M> {
     }
 
     /// Adds a chunk of empty slots, each with `meta()`, as many as all the chunks before it
-    /// and [`FIRST`] more: one allocation for the futures, one for the wakers.
-    pub(crate) fn grow(&mut self, mut meta: impl FnMut() -> M) {
+    /// and [`FIRST`] more: one allocation for the futures, one for the wakers. `parent` is
+    /// the gather's waker, for the queue if it has none yet.
+    pub(crate) fn grow(&mut self, parent: &Waker, mut meta: impl FnMut() -> M) {
         let first = self.len();
         let size = FIRST << self.chunks.len();
-        let parent = &self.parent;
-        let queue = self.queue.get_or_insert_with(|| {
-            Arc::new(Queue {
-                woken: Mutex::new(Woken {
-                    slots: Vec::new(),
-                    parent: parent.clone(),
-                    notified: false,
-                }),
-            })
-        });
         let entries: Box<[Entry<F, M>]> = (0..size)
             .map(|_| Entry {
                 future: None,
                 meta: meta(),
             })
             .collect();
-        let wakers: Arc<[Cell]> = core::iter::once(Cell::Header {
-            len: size + 1,
-            first,
-            queue: Arc::clone(queue),
-        })
-        .chain((1..=size).map(|offset| Cell::Slot {
-            offset,
-            queued: AtomicBool::new(false),
-        }))
-        .collect();
+        let wakers = cells(first, size, self.lazy.queue());
         self.chunks.push(Chunk {
             entries: Box::into_pin(entries),
             wakers,
         });
+        if self.parent.is_none() {
+            self.adopt(parent);
+        }
     }
 
-    /// What the gather keeps of slot `slot`.
+    /// Gives the queue, if there is one, the gather's waker `parent`, and wakes it if a slot
+    /// was woken while the queue had none.
+    #[cold]
+    fn adopt(&mut self, parent: &Waker) {
+        let Some(queue) = self.lazy.queue.get() else {
+            return;
+        };
+        self.parent = Some(parent.clone());
+        let missed = {
+            let mut woken = queue.lock();
+            woken.parent.clone_from(&self.parent);
+            woken.notified
+        };
+        if missed {
+            parent.wake_by_ref();
+        }
+    }
+
+    /// What the gather keeps of slot `slot` (or of the stage).
     #[inline]
     pub(crate) fn meta(&self, slot: usize) -> &M {
+        if slot == STAGE {
+            return &self.stage;
+        }
         let (chunk, offset) = locate(slot);
         &self.chunks[chunk].entries[offset].meta
     }
 
-    /// What the gather keeps of slot `slot`, to change.
+    /// What the gather keeps of slot `slot` (or of the stage), to change.
     #[inline]
     pub(crate) fn meta_mut(&mut self, slot: usize) -> &mut M {
+        if slot == STAGE {
+            return &mut self.stage;
+        }
         self.with(slot, |_, _, meta| meta)
     }
 
-    /// The running slots, each with what the gather keeps of it.
+    /// Runs `f` with the stage's future `future` (which the gather keeps pinned in its own
+    /// frame), the stage's waker (see [`lend_stage`](Self::lend_stage)), and what the gather
+    /// keeps of the stage. The gather calls [`pending`](Self::pending) when the stage's branch
+    /// is pending after it.
+    #[inline]
+    pub(crate) fn with_stage<R>(
+        &mut self,
+        future: Pin<&mut Option<F>>,
+        f: impl FnOnce(Pin<&mut Option<F>>, &Waker, &mut M) -> R,
+    ) -> R {
+        let Slots { lazy, stage, .. } = self;
+        lend(lazy, |waker| f(future, waker, stage))
+    }
+
+    /// Runs `f` with the stage's waker, to poll the branches that start in the stage. Until
+    /// the stage has a waker of its own, it is lent as a pointer to the slots, whose first
+    /// clone or wake makes one (and the queue, if there is none): a branch ready at its first
+    /// poll makes nothing.
+    #[inline]
+    pub(crate) fn lend_stage<R>(&self, f: impl FnOnce(&Waker) -> R) -> R {
+        lend(&self.lazy, f)
+    }
+
+    /// After the stage's branch was found pending: if its waker made the queue, gives the
+    /// queue the gather's waker `parent` (and wakes it, if the branch was woken already). A
+    /// queue made by a branch that was ready after all waits for the next that is pending:
+    /// until then no branch is running, and nothing needs waking.
+    #[inline]
+    pub(crate) fn pending(&mut self, parent: &Waker) {
+        if self.parent.is_none() {
+            self.adopt(parent);
+        }
+    }
+
+    /// The running slots of the chunks (not the stage), each with what the gather keeps of it.
     pub(crate) fn running(&self) -> impl Iterator<Item = (usize, &M)> {
         self.chunks.iter().enumerate().flat_map(|(c, chunk)| {
             let first = FIRST * ((1 << c) - 1);
@@ -283,20 +438,31 @@ impl<F, M> Slots<F, M> {
     /// after this to wake, and hands each slot woken since the last poll to `woken`, once,
     /// with what the gather keeps of it, clearing its flag so that a later wake queues it
     /// again.
+    /// Without a queue (no branch has been pending yet), nothing is woken, and the gather's
+    /// waker is not kept.
     pub(crate) fn begin(&mut self, waker: &Waker, mut woken: impl FnMut(usize, &M)) {
+        let Some(queue) = self.lazy.queue.get() else {
+            return;
+        };
         let changed = !self.parent.as_ref().is_some_and(|p| p.will_wake(waker));
         if changed {
             self.parent = Some(waker.clone());
         }
-        let Some(queue) = &self.queue else {
-            return;
-        };
         let mut queue = queue.lock();
         if changed {
             queue.parent.clone_from(&self.parent);
         }
         queue.notified = false;
         for slot in queue.slots.drain(..) {
+            if slot == STAGE {
+                if let Some(chunk) = self.lazy.stage.get()
+                    && let Cell::Slot { queued, .. } = &chunk[1]
+                {
+                    queued.store(false, Ordering::Release);
+                }
+                woken(slot, &self.stage);
+                continue;
+            }
             let (chunk, offset) = locate(slot);
             let chunk = &self.chunks[chunk];
             if let Cell::Slot { queued, .. } = &chunk.wakers[offset + 1] {
@@ -330,9 +496,9 @@ mod tests {
     type Pending = core::future::Pending<u8>;
 
     fn slots(chunks: usize) -> Slots<Pending, ()> {
-        let mut slots = Slots::new();
+        let mut slots = Slots::new(());
         for _ in 0..chunks {
-            slots.grow(|| ());
+            slots.grow(Waker::noop(), || ());
         }
         slots
     }
@@ -346,6 +512,144 @@ mod tests {
         let mut taken = Vec::new();
         slots.begin(waker, |slot, ()| taken.push(slot));
         taken
+    }
+
+    /// Runs `f` with the stage's waker, as lent for a poll of the stage.
+    fn lend_stage<R>(slots: &mut Slots<Pending, ()>, f: impl FnOnce(&Waker) -> R) -> R {
+        let mut stage = core::pin::pin!(None::<Pending>);
+        slots.with_stage(stage.as_mut(), |_, waker, ()| f(waker))
+    }
+
+    #[test]
+    fn a_stage_waker_left_alone_makes_nothing() {
+        let mut slots = slots(0);
+        let (count, waker) = parent();
+        lend_stage(&mut slots, |lent| {
+            assert!(lent.will_wake(lent));
+        });
+        slots.pending(&waker);
+        assert!(slots.lazy.queue.get().is_none() && slots.lazy.stage.get().is_none());
+        assert!(taken(&mut slots, &waker).is_empty());
+        assert!(
+            slots.parent.is_none(),
+            "no queue, so the gather's waker is not kept"
+        );
+        assert_eq!(count.0.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn a_clone_of_the_lent_stage_waker_makes_its_own_waker_and_the_queue() {
+        let mut slots = slots(0);
+        let (count, waker) = parent();
+        let kept = lend_stage(&mut slots, Waker::clone);
+        let cells = Arc::clone(slots.lazy.stage.get().expect("made by the clone"));
+        assert_eq!(
+            Arc::strong_count(&cells),
+            3,
+            "the slots', the clone's and this test's"
+        );
+        // The queue has no parent yet: a wake is only queued, until the gather gives one.
+        kept.wake_by_ref();
+        assert_eq!(count.0.load(Ordering::SeqCst), 0);
+        slots.pending(&waker);
+        assert_eq!(
+            count.0.load(Ordering::SeqCst),
+            1,
+            "the missed wake, once adopted"
+        );
+        assert_eq!(taken(&mut slots, &waker), [STAGE]);
+        // Later lends give the stage's own waker, without a count; a clone's wakes queue the
+        // stage again.
+        lend_stage(&mut slots, |lent| {
+            assert!(lent.will_wake(&kept));
+            assert_eq!(Arc::strong_count(&cells), 3);
+        });
+        kept.wake_by_ref();
+        kept.wake_by_ref();
+        assert_eq!(count.0.load(Ordering::SeqCst), 2);
+        assert_eq!(taken(&mut slots, &waker), [STAGE]);
+        // Chunks grown later share the stage's queue.
+        slots.grow(&waker, || ());
+        lend(&mut slots, 3, Waker::wake_by_ref);
+        kept.wake_by_ref();
+        assert_eq!(taken(&mut slots, &waker), [3, STAGE]);
+        assert_eq!(count.0.load(Ordering::SeqCst), 3);
+        drop((slots, cells));
+        // The stage's waker outlives the gather; wakes still work.
+        kept.wake();
+    }
+
+    #[test]
+    fn a_wake_of_the_lent_stage_waker_queues_the_stage() {
+        let mut slots = slots(0);
+        let (count, waker) = parent();
+        lend_stage(&mut slots, Waker::wake_by_ref);
+        slots.pending(&waker);
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        assert_eq!(taken(&mut slots, &waker), [STAGE]);
+        // Adopted once: the next pending branch changes nothing.
+        slots.pending(&waker);
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        assert!(taken(&mut slots, &waker).is_empty());
+    }
+
+    #[test]
+    fn a_stage_waker_made_after_the_chunks_wakes_their_parent() {
+        let mut slots = slots(0);
+        let (count, waker) = parent();
+        slots.grow(&waker, || ());
+        assert!(taken(&mut slots, &waker).is_empty());
+        let kept = lend_stage(&mut slots, |lent| {
+            lent.wake_by_ref();
+            lent.clone()
+        });
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        assert_eq!(taken(&mut slots, &waker), [STAGE]);
+        drop(slots);
+        drop(kept);
+    }
+
+    #[test]
+    fn the_lent_stage_waker_is_cloned_and_woken_from_other_threads_at_once() {
+        let mut slots = slots(0);
+        let (count, waker) = parent();
+        let kept: Vec<Waker> = lend_stage(&mut slots, |lent| {
+            std::thread::scope(|s| {
+                let threads: Vec<_> = (0..4)
+                    .map(|_| {
+                        s.spawn(|| {
+                            lent.wake_by_ref();
+                            lent.clone()
+                        })
+                    })
+                    .collect();
+                threads.into_iter().map(|t| t.join().unwrap()).collect()
+            })
+        });
+        assert!(kept.iter().all(|k| k.will_wake(&kept[0])), "one waker made");
+        slots.pending(&waker);
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        assert_eq!(taken(&mut slots, &waker), [STAGE]);
+        drop(slots);
+        drop(kept);
+    }
+
+    #[test]
+    fn the_lent_stage_wakers_entries_by_value_wake_and_give_back_nothing() {
+        let mut slots = slots(0);
+        let (count, waker) = parent();
+        let lazy = ptr::from_ref(&slots.lazy).cast::<()>();
+        // SAFETY: as in `with_stage`: `slots.lazy` outlives this waker, which is dropped and
+        // woken here, before the slots are used again.
+        let lent = unsafe { Waker::from_raw(RawWaker::new(lazy, &LENT)) };
+        drop(lent.clone());
+        drop(lent);
+        // SAFETY: as above.
+        let lent = unsafe { Waker::from_raw(RawWaker::new(lazy, &LENT)) };
+        lent.wake();
+        slots.pending(&waker);
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        assert_eq!(taken(&mut slots, &waker), [STAGE]);
     }
 
     #[test]
@@ -473,8 +777,8 @@ mod tests {
             future.set(Some(core::future::pending()));
         });
         let at = address(&mut slots, FIRST - 1);
-        slots.grow(|| ());
-        slots.grow(|| ());
+        slots.grow(Waker::noop(), || ());
+        slots.grow(Waker::noop(), || ());
         assert_eq!(slots.len(), 7 * FIRST);
         assert_eq!(address(&mut slots, FIRST - 1), at);
         let running = |slots: &Slots<Pending, ()>| -> Vec<usize> {
@@ -494,8 +798,8 @@ mod tests {
             }
         }
         let dropped = core::cell::Cell::new(0);
-        let mut slots = Slots::new();
-        slots.grow(|| 0_usize);
+        let mut slots = Slots::new(0_usize);
+        slots.grow(Waker::noop(), || 0_usize);
         for slot in [0, 7, FIRST - 1] {
             slots.with(slot, |mut future, _, meta| {
                 future.set(Some(Probe(&dropped)));
