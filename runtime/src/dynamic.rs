@@ -113,7 +113,8 @@ pub struct Engine<'a, I, C, F> {
     /// once is polled again at the next poll, not in a loop inside this one.
     to_poll: Vec<(usize, usize)>,
     name: &'static str,
-    reaper: Reaper,
+    /// Made when a branch is first stopped or in trouble: until then, nothing is reaped.
+    reaper: Option<Reaper>,
     trace: GatherSpan,
 }
 
@@ -130,10 +131,18 @@ impl<I, C, F> core::fmt::Debug for Engine<'_, I, C, F> {
 /// A gather dropped before it ended (its caller gave up) drops its running branches in input
 /// order, as it cancels them.
 impl<I, C, F> Drop for Engine<'_, I, C, F> {
+    #[inline]
     fn drop(&mut self) {
-        if self.running == 0 {
-            return;
+        if self.running != 0 {
+            self.drop_running();
         }
+    }
+}
+
+impl<I, C, F> Engine<'_, I, C, F> {
+    /// Drops the running branches, lowest index first.
+    #[cold]
+    fn drop_running(&mut self) {
         let Engine {
             slots,
             stage,
@@ -191,7 +200,7 @@ where
             running: 0,
             to_poll: Vec::new(),
             name,
-            reaper: Reaper::default(),
+            reaper: None,
             trace: GatherSpan::new(policy),
         }
     }
@@ -257,7 +266,7 @@ where
     /// gather whose branches are all ready, with the stage's waker made once for all. Stops
     /// when `output` ends the gather, when the iterator is exhausted, or after a branch that
     /// is pending, which keeps the stage.
-    #[inline(always)]
+    #[inline(never)]
     fn run_ready<E>(
         &mut self,
         cx: &Context<'_>,
@@ -282,11 +291,14 @@ where
             return Run::Exhausted;
         };
         let name = *name;
+        let mut stage = stage.as_mut();
+        // Counted here and kept at the end: a panic out of a branch ends the gather.
+        let mut next = *started;
         let found = slots.lend_stage(|waker| {
             let mut cx = Context::from_waker(waker);
             for item in items {
-                let index = *started;
-                *started += 1;
+                let index = next;
+                next += 1;
                 stage.set(Some(make(index, item)));
                 let mut span = BranchSpan::NONE;
                 span.start(trace, index, || name);
@@ -305,6 +317,7 @@ where
             }
             Found::Exhausted
         });
+        *started = next;
         match found {
             Found::Ended(end) => Run::Ended(end),
             Found::Exhausted => {
@@ -472,7 +485,9 @@ where
     #[cold]
     fn trouble(&mut self, index: usize, error: tokio::task::JoinError) -> Step<F::Output> {
         self.stop_all(Outcome::Cancelled, Some(index));
-        self.reaper.trouble(index, self.name, error);
+        self.reaper
+            .get_or_insert_default()
+            .trouble(index, self.name, error);
         Step::Trouble
     }
 
@@ -496,7 +511,7 @@ where
             ..
         } = self;
         running_in_order(slots, stage, to_poll);
-        reaper.collect(|| {
+        reaper.get_or_insert_default().collect(|| {
             let mut stopped = Vec::with_capacity(to_poll.len());
             for (index, slot) in to_poll.drain(..) {
                 let outcome = if troubled == Some(index) {
@@ -548,6 +563,13 @@ pub trait Policy<O> {
     }
     /// Makes room for `items` outputs, as the iterator tells its length before the first poll.
     fn reserve(&mut self, _items: usize) {}
+    /// [`output`](Self::output) in the loop of branches ready at their first poll, while no
+    /// other branch is running (so an end cancels none): kept small, as it runs once per
+    /// branch there.
+    #[inline(always)]
+    fn output_next(&mut self, index: usize, out: O, name: &'static str) -> Option<Self::Out> {
+        self.output(index, out, name, &mut Vec::new)
+    }
 }
 
 /// Puts `value` at `index` of `outs`, which grows as branches start.
@@ -579,6 +601,8 @@ impl<T> Default for Outs<T> {
 impl<T> Outs<T> {
     fn reserve(&mut self, items: usize) {
         match self {
+            // The first poll's: made at once, at its size.
+            Outs::InOrder(outs) if outs.capacity() == 0 => *outs = Vec::with_capacity(items),
             Outs::InOrder(outs) => outs.reserve(items),
             Outs::Scattered(outs) => outs.reserve(items),
         }
@@ -592,8 +616,23 @@ impl<T> Outs<T> {
         }
     }
 
-    /// Puts an output that does not come next in input order.
+    /// [`put`](Self::put) for the loop of branches ready at once, where outputs come in input
+    /// order but for the first: kept small, with the rest out of line.
+    #[inline(always)]
+    fn put_next(&mut self, index: usize, value: T) {
+        match self {
+            Outs::InOrder(outs) if outs.len() == index => outs.push(value),
+            _ => self.scatter_cold(index, value),
+        }
+    }
+
     #[cold]
+    fn scatter_cold(&mut self, index: usize, value: T) {
+        self.scatter(index, value);
+    }
+
+    /// Puts an output that does not come next in input order.
+    #[inline(always)]
     fn scatter(&mut self, index: usize, value: T) {
         match self {
             Outs::InOrder(outs) => {
@@ -707,6 +746,17 @@ impl<E> Default for RaceOk<E> {
 }
 
 impl<R: BranchResult> Policy<R> for Cancel<R::Ok> {
+    #[inline(always)]
+    fn output_next(&mut self, index: usize, out: R, name: &'static str) -> Option<Self::Out> {
+        match out.into_result() {
+            Ok(value) => {
+                self.outs.put_next(index, value);
+                None
+            }
+            Err(error) => Some(Err(failed(index, error, name, &mut Vec::new))),
+        }
+    }
+
     fn reserve(&mut self, items: usize) {
         self.outs.reserve(items);
     }
@@ -748,6 +798,15 @@ impl<R: BranchResult> Policy<R> for Cancel<R::Ok> {
 }
 
 impl<R: BranchResult> Policy<R> for Finish<R::Ok, R::Err> {
+    #[inline(always)]
+    fn output_next(&mut self, index: usize, out: R, _: &'static str) -> Option<Self::Out> {
+        match out.into_result() {
+            Ok(value) => self.outs.put_next(index, value),
+            Err(error) => self.errors.push((index, error)),
+        }
+        None
+    }
+
     fn reserve(&mut self, items: usize) {
         self.outs.reserve(items);
     }
@@ -791,6 +850,12 @@ impl<R: BranchResult> Policy<R> for Finish<R::Ok, R::Err> {
 }
 
 impl<O> Policy<O> for Settle<O, false> {
+    #[inline(always)]
+    fn output_next(&mut self, index: usize, out: O, _: &'static str) -> Option<Self::Out> {
+        self.outs.put_next(index, out);
+        None
+    }
+
     fn reserve(&mut self, items: usize) {
         self.outs.reserve(items);
     }
@@ -819,6 +884,12 @@ impl<O> Policy<O> for Settle<O, false> {
 }
 
 impl<O> Policy<O> for Settle<O, true> {
+    #[inline(always)]
+    fn output_next(&mut self, index: usize, out: O, _: &'static str) -> Option<Self::Out> {
+        self.outs.put_next(index, out);
+        None
+    }
+
     fn reserve(&mut self, items: usize) {
         self.outs.reserve(items);
     }
@@ -985,7 +1056,7 @@ where
 {
     /// Whether the gather is ending: it waits only for the tasks it aborted.
     pub fn is_ending(&self) -> bool {
-        self.ending.is_some() || self.engine.reaper.ends_in_panic()
+        self.ending.is_some() || (self.engine.reaper.as_ref()).is_some_and(Reaper::ends_in_panic)
     }
 
     /// Polls the branches; the policy's outcome once it has one and every task it aborted is
@@ -1007,7 +1078,7 @@ where
                             Outcome::Ok
                         });
                         // No other branch is running: an end cancels none.
-                        policy.output(index, out, name, &mut Vec::new)
+                        policy.output_next(index, out, name)
                     });
                     match run {
                         Run::Ended(end) => {
@@ -1053,14 +1124,20 @@ where
     }
 
     fn poll_end(&mut self, cx: &mut Context<'_>) -> Poll<Out> {
-        if self.engine.reaper.poll_reaped(cx).is_pending() {
+        let Some(reaper) = &mut self.engine.reaper else {
+            let Some(out) = self.ending.take() else {
+                unreachable!("gather!: ended without an outcome");
+            };
+            return Poll::Ready(out);
+        };
+        if reaper.poll_reaped(cx).is_pending() {
             return Poll::Pending;
         }
-        self.engine.reaper.resume_panic();
+        reaper.resume_panic();
         let Some(mut out) = self.ending.take() else {
             unreachable!("gather!: ended without an outcome");
         };
-        P::keep_finished(&mut out, &self.engine.reaper);
+        P::keep_finished(&mut out, reaper);
         Poll::Ready(out)
     }
 }

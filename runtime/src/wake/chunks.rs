@@ -440,7 +440,15 @@ impl<F, M> Slots<F, M> {
     /// again.
     /// Without a queue (no branch has been pending yet), nothing is woken, and the gather's
     /// waker is not kept.
-    pub(crate) fn begin(&mut self, waker: &Waker, mut woken: impl FnMut(usize, &M)) {
+    #[inline]
+    pub(crate) fn begin(&mut self, waker: &Waker, woken: impl FnMut(usize, &M)) {
+        if self.lazy.queue.get().is_some() {
+            self.take_woken(waker, woken);
+        }
+    }
+
+    /// [`begin`](Self::begin), once there is a queue.
+    fn take_woken(&mut self, waker: &Waker, mut woken: impl FnMut(usize, &M)) {
         let Some(queue) = self.lazy.queue.get() else {
             return;
         };
