@@ -14,9 +14,9 @@
 //! pinned frame, not in a chunk, for a branch's first poll (and for the rest of its run if it
 //! is pending). A branch ready at its first poll then needs no chunk, no queue and no waker
 //! of its own, so a gather whose branches are all ready allocates none of them. The stage's
-//! waker is lent as a pointer to the slots' [`Lazy`] part: its first clone or wake makes the
-//! stage's own waker, in a chunk of one cell, and the queue if there is none yet. The gather
-//! gives that queue its own waker as soon as the poll that made it returns.
+//! own waker points at the queue itself, which has the stage's flag. Until there is a queue,
+//! the stage's waker is lent as a pointer to the slots' place for it: its first clone or wake
+//! makes the queue. The gather gives that queue its own waker once the branch is pending.
 
 use core::mem::ManuallyDrop;
 use core::pin::Pin;
@@ -40,9 +40,11 @@ fn locate(slot: usize) -> (usize, usize) {
 }
 
 /// What the wakers of a gather share: the slots woken since the gather last looked, and the
-/// gather's own waker.
+/// gather's own waker. It is also the stage's waker, whose `RawWaker` points at it.
 struct Queue {
     woken: Mutex<Woken>,
+    /// Whether the stage is in the queue already.
+    stage: AtomicBool,
 }
 
 struct Woken {
@@ -62,7 +64,31 @@ impl Queue {
                 parent,
                 notified: false,
             }),
+            stage: AtomicBool::new(false),
         })
+    }
+
+    /// Queues `slot`, whose flag is `queued`, unless it is queued already, and wakes the
+    /// gather's task unless it was woken since its last poll began.
+    fn wake(&self, slot: usize, queued: &AtomicBool) {
+        // A plain load first: a slot woken again before the gather took it is queued already.
+        if queued.load(Ordering::Acquire) || queued.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let parent = {
+            let mut woken = self.lock();
+            woken.slots.push(slot);
+            if woken.notified {
+                return;
+            }
+            woken.notified = true;
+            // Cloned under the lock and woken after it, so that a waker that runs code of its
+            // own never does so while the lock is held.
+            woken.parent.clone()
+        };
+        if let Some(parent) = parent {
+            parent.wake();
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Woken> {
@@ -79,7 +105,7 @@ enum Cell {
         first: usize,
         queue: Arc<Queue>,
     },
-    /// Cell `offset`: whether the slot `first + (offset - 1)` is in the queue already.
+    /// Cell `offset`: whether the slot `first + offset - 1` is in the queue already.
     Slot { offset: usize, queued: AtomicBool },
 }
 
@@ -87,7 +113,7 @@ enum Cell {
 /// wakers of its slots and what the gather keeps of each slot (`M`).
 pub(crate) struct Slots<F, M> {
     chunks: Vec<Chunk<F, M>>,
-    /// The queue and the stage's waker, made when first needed.
+    /// The queue, made when first needed.
     lazy: Lazy,
     /// The gather's waker as last given to the queue, to skip replacing it when it is the
     /// same. `None` until the queue has one.
@@ -96,12 +122,10 @@ pub(crate) struct Slots<F, M> {
     stage: M,
 }
 
-/// What the stage's lent waker reaches, so that its first clone or wake can make them: the
-/// queue, and the stage's own waker, in a chunk of one cell whose header gives the stage's
-/// number as its first slot.
+/// Where the queue is made when first needed: what the stage's lent waker points at, so that
+/// its first clone or wake can make it.
 struct Lazy {
     queue: OnceLock<Arc<Queue>>,
-    stage: OnceLock<Arc<[Cell]>>,
 }
 
 impl Lazy {
@@ -109,35 +133,22 @@ impl Lazy {
     fn queue(&self) -> &Arc<Queue> {
         self.queue.get_or_init(|| Queue::new(None))
     }
-
-    /// The stage's own waker cell, made if there is none yet, with the queue.
-    fn stage(&self) -> *const Cell {
-        stage_cell(self.stage.get_or_init(|| cells(STAGE, 1, self.queue())))
-    }
 }
 
-/// Runs `f` with the stage's waker: its own if it has one, else the lent one that points at
-/// `lazy`.
+/// Runs `f` with the stage's waker: its own (the queue) if there is a queue, else the lent one
+/// that points at `lazy`.
 #[inline]
 fn lend<R>(lazy: &Lazy, f: impl FnOnce(&Waker) -> R) -> R {
-    let raw = match lazy.stage.get() {
-        Some(chunk) => RawWaker::new(stage_cell(chunk).cast(), &VTABLE),
+    let raw = match lazy.queue.get() {
+        Some(queue) => RawWaker::new(Arc::as_ptr(queue).cast(), &STAGE_VTABLE),
         None => RawWaker::new(ptr::from_ref(lazy).cast(), &LENT),
     };
-    // SAFETY: either a slot cell of the stage's chunk, which `lazy` keeps alive while the
-    // waker is lent, or `lazy` itself, borrowed (shared) for as long as the waker is lent;
-    // `LENT`'s entries reach it only through shared references, and its `OnceLock`s make what
-    // they make once, from any thread. The `ManuallyDrop` keeps the lent waker from giving
-    // back a count it never took.
+    // SAFETY: either the queue, which `lazy` keeps alive while the waker is lent, or `lazy`
+    // itself, borrowed (shared) for as long as the waker is lent; `LENT`'s entries reach it
+    // only through shared references, and its `OnceLock` makes the queue once, from any
+    // thread. The `ManuallyDrop` keeps the lent waker from giving back a count it never took.
     let waker = ManuallyDrop::new(unsafe { Waker::from_raw(raw) });
     f(&waker)
-}
-
-/// The slot cell of the stage's chunk of one slot, from the pointer to the whole chunk, so
-/// that `chunk_of` may step back to cell 0.
-fn stage_cell(chunk: &Arc<[Cell]>) -> *const Cell {
-    // SAFETY: a chunk of one slot has two cells; cell 1 is in bounds.
-    unsafe { Arc::as_ptr(chunk).cast::<Cell>().add(1) }
 }
 
 /// The wakers of `size` slots from slot `first` on, sharing `queue`.
@@ -174,26 +185,56 @@ impl<F, M> core::fmt::Debug for Slots<F, M> {
 
 static VTABLE: RawWakerVTable = RawWakerVTable::new(clone, wake, wake_by_ref, drop_waker);
 
+/// The stage's own waker, which points at the queue and holds a strong count of it.
+static STAGE_VTABLE: RawWakerVTable =
+    RawWakerVTable::new(stage_clone, stage_wake, stage_wake_by_ref, stage_drop);
+
+unsafe fn stage_clone(data: *const ()) -> RawWaker {
+    // SAFETY: `data` is the `Arc`'s pointer to a queue that a waker of ours keeps alive (or
+    // the slots, while they lend it); the new waker takes the count added here.
+    unsafe { Arc::increment_strong_count(data.cast::<Queue>()) };
+    RawWaker::new(data, &STAGE_VTABLE)
+}
+
+unsafe fn stage_wake(data: *const ()) {
+    // SAFETY: as for `stage_wake_by_ref`; then this waker's own count is given back.
+    unsafe {
+        stage_wake_by_ref(data);
+        stage_drop(data);
+    }
+}
+
+unsafe fn stage_wake_by_ref(data: *const ()) {
+    // SAFETY: `data` points at a live queue, as in `stage_clone`.
+    let queue = unsafe { &*data.cast::<Queue>() };
+    queue.wake(STAGE, &queue.stage);
+}
+
+unsafe fn stage_drop(data: *const ()) {
+    // SAFETY: this waker holds one strong count of the live queue, given back here.
+    unsafe { Arc::decrement_strong_count(data.cast::<Queue>()) };
+}
+
 /// The stage's lent waker, which points at the slots' [`Lazy`] part. It is only ever lent
 /// (as `&Waker`, during a poll of the stage), so it is never woken by value nor dropped: those
 /// entries do as a wake by reference and nothing.
 static LENT: RawWakerVTable = RawWakerVTable::new(lent_clone, lent_wake, lent_wake, lent_drop);
 
-/// A clone of the stage's lent waker is a clone of the stage's own waker, made if need be.
+/// A clone of the stage's lent waker is the stage's own waker, the queue, made if need be.
 unsafe fn lent_clone(data: *const ()) -> RawWaker {
     // SAFETY: `data` points at the `Lazy` of the slots, which are borrowed while the waker is
-    // lent (see `Slots::with_stage`); its cells are reached only through shared references.
+    // lent (see `lend`); it is reached only through shared references.
     let lazy = unsafe { &*data.cast::<Lazy>() };
-    // SAFETY: `stage` gives a slot cell of a live chunk, reached from the `Arc`'s pointer.
-    unsafe { clone(lazy.stage().cast()) }
+    // SAFETY: the `Arc`'s pointer to the live queue, which `lazy` holds.
+    unsafe { stage_clone(Arc::as_ptr(lazy.queue()).cast()) }
 }
 
-/// A wake of the stage's lent waker wakes the stage's own waker, made if need be.
+/// A wake of the stage's lent waker queues the stage, in the queue made if need be.
 unsafe fn lent_wake(data: *const ()) {
     // SAFETY: as in `lent_clone`.
     let lazy = unsafe { &*data.cast::<Lazy>() };
-    // SAFETY: as in `lent_clone`.
-    unsafe { wake_by_ref(lazy.stage().cast()) }
+    let queue = lazy.queue();
+    queue.wake(STAGE, &queue.stage);
 }
 
 /// A lent waker holds no count.
@@ -245,27 +286,10 @@ unsafe fn wake_by_ref(data: *const ()) {
     let Cell::Slot { offset, queued } = (unsafe { &*data.cast::<Cell>() }) else {
         unreachable!("a slot waker points at a slot cell");
     };
-    // A plain load first: a slot woken again before the gather took it is queued already.
-    if queued.load(Ordering::Acquire) || queued.swap(true, Ordering::AcqRel) {
-        return;
-    }
     let Cell::Header { first, queue, .. } = &chunk[0] else {
         unreachable!("cell 0 is the header");
     };
-    let parent = {
-        let mut woken = queue.lock();
-        woken.slots.push(first + (offset - 1));
-        if woken.notified {
-            return;
-        }
-        woken.notified = true;
-        // Cloned under the lock and woken after it, so that a waker that runs code of its own
-        // never does so while the lock is held.
-        woken.parent.clone()
-    };
-    if let Some(parent) = parent {
-        parent.wake();
-    }
+    queue.wake(first + offset - 1, queued);
 }
 
 unsafe fn drop_waker(data: *const ()) {
@@ -280,7 +304,6 @@ impl<F, M> Slots<F, M> {
             chunks: Vec::new(),
             lazy: Lazy {
                 queue: OnceLock::new(),
-                stage: OnceLock::new(),
             },
             parent: None,
             stage,
@@ -456,6 +479,7 @@ impl<F, M> Slots<F, M> {
         if changed {
             self.parent = Some(waker.clone());
         }
+        let queue_stage = &queue.stage;
         let mut queue = queue.lock();
         if changed {
             queue.parent.clone_from(&self.parent);
@@ -463,11 +487,7 @@ impl<F, M> Slots<F, M> {
         queue.notified = false;
         for slot in queue.slots.drain(..) {
             if slot == STAGE {
-                if let Some(chunk) = self.lazy.stage.get()
-                    && let Cell::Slot { queued, .. } = &chunk[1]
-                {
-                    queued.store(false, Ordering::Release);
-                }
+                queue_stage.store(false, Ordering::Release);
                 woken(slot, &self.stage);
                 continue;
             }
@@ -536,7 +556,7 @@ mod tests {
             assert!(lent.will_wake(lent));
         });
         slots.pending(&waker);
-        assert!(slots.lazy.queue.get().is_none() && slots.lazy.stage.get().is_none());
+        assert!(slots.lazy.queue.get().is_none());
         assert!(taken(&mut slots, &waker).is_empty());
         assert!(
             slots.parent.is_none(),
@@ -546,11 +566,11 @@ mod tests {
     }
 
     #[test]
-    fn a_clone_of_the_lent_stage_waker_makes_its_own_waker_and_the_queue() {
+    fn a_clone_of_the_lent_stage_waker_makes_the_queue_its_own_waker() {
         let mut slots = slots(0);
         let (count, waker) = parent();
         let kept = lend_stage(&mut slots, Waker::clone);
-        let cells = Arc::clone(slots.lazy.stage.get().expect("made by the clone"));
+        let cells = Arc::clone(slots.lazy.queue.get().expect("made by the clone"));
         assert_eq!(
             Arc::strong_count(&cells),
             3,
