@@ -743,6 +743,131 @@ fn dynamic_a_waker_left_by_an_ended_branch_costs_its_slots_next_branch_one_poll_
 }
 
 #[test]
+fn dynamic_a_branch_that_wakes_itself_in_its_first_poll_is_polled_again_at_the_next() {
+    // Each branch wakes the waker it was lent, without keeping it, and is pending once: the
+    // first branch's waker is made by that wake, before the gather has given its own.
+    let log = Journal::new();
+    let mut gather = pin!(async {
+        gather!(policy = settle;
+            for i in 0..3_usize => log.probe(name(i), gather_tests::yields(1))
+        )
+    });
+    let wakes = gather_tests::Wakes::new();
+    let waker = wakes.waker();
+    let mut cx = std::task::Context::from_waker(&waker);
+
+    assert!(gather.as_mut().poll(&mut cx).is_pending());
+    assert_eq!(wakes.count(), 1, "the gather's task is woken");
+    assert_eq!(gather.as_mut().poll(&mut cx), Poll::Ready(vec![(); 3]));
+    let polls: Vec<usize> = (0..3).map(|i| log.polls(&name(i))).collect();
+    assert_eq!(polls, [2, 2, 2]);
+}
+
+#[test]
+fn dynamic_a_wake_left_by_a_branch_ready_at_once_costs_the_next_one_poll_at_most() {
+    // Branch 0 wakes its waker and ends at once; branch 1 starts where it ran, and waits.
+    let log = Journal::new();
+    let gate = Gate::new();
+    let gate_ref = &gate;
+    let mut gather = pin!(async {
+        gather!(policy = settle; for i in 0..2_usize => log.probe(name(i), async move {
+            if i == 0 {
+                std::future::poll_fn(|cx| {
+                    cx.waker().wake_by_ref();
+                    Poll::Ready(0)
+                })
+                .await
+            } else {
+                gate_ref.wait().await;
+                1
+            }
+        }))
+    });
+    let wakes = gather_tests::Wakes::new();
+    let waker = wakes.waker();
+    let mut cx = std::task::Context::from_waker(&waker);
+
+    assert!(gather.as_mut().poll(&mut cx).is_pending());
+    assert!(gather.as_mut().poll(&mut cx).is_pending());
+    assert!(log.polls("1") <= 2, "{} polls", log.polls("1"));
+    gate.open();
+    assert!(wakes.count() >= 2, "the gate's wake reached the gather");
+    assert_eq!(gather.as_mut().poll(&mut cx), Poll::Ready(vec![0, 1]));
+    assert!(log.polls("1") <= 3, "{} polls", log.polls("1"));
+}
+
+#[test]
+fn dynamic_a_waker_cloned_on_another_thread_in_a_first_poll_wakes_its_branch() {
+    let kept: Cell<Option<std::task::Waker>> = Cell::new(None);
+    let kept_ref = &kept;
+    let mut gather = pin!(async {
+        gather!(policy = settle; for i in 0..20_usize => async move {
+            let mut polled = false;
+            std::future::poll_fn(|cx| {
+                if polled {
+                    return Poll::Ready(i);
+                }
+                polled = true;
+                if i == 0 {
+                    let waker = cx.waker();
+                    kept_ref.set(Some(std::thread::scope(|s| {
+                        s.spawn(|| waker.clone()).join().unwrap()
+                    })));
+                    Poll::Pending
+                } else {
+                    // The others are ready at their second poll, after a wake of their own.
+                    cx.waker().wake_by_ref();
+                    Poll::Pending
+                }
+            })
+            .await
+        })
+    });
+    let wakes = gather_tests::Wakes::new();
+    let waker = wakes.waker();
+    let mut cx = std::task::Context::from_waker(&waker);
+
+    assert!(gather.as_mut().poll(&mut cx).is_pending());
+    assert!(
+        gather.as_mut().poll(&mut cx).is_pending(),
+        "branch 0 was not woken"
+    );
+    let kept = kept.take().expect("branch 0 kept its waker");
+    let before = wakes.count();
+    std::thread::spawn(move || kept.wake()).join().unwrap();
+    assert_eq!(wakes.count(), before + 1);
+    assert_eq!(
+        gather.as_mut().poll(&mut cx),
+        Poll::Ready((0..20).collect::<Vec<_>>())
+    );
+}
+
+#[test]
+fn dynamic_branches_ready_at_once_end_at_the_first_failure_and_start_no_more() {
+    let made = Cell::new(0);
+    let out = block_on(async {
+        gather!(for i in 0..10_usize => {
+            made.set(made.get() + 1);
+            ready(if i == 5 { Err(i) } else { Ok(i) })
+        })
+    });
+    let Err(Error::Failed {
+        branch, cancelled, ..
+    }) = out
+    else {
+        panic!("{out:?}");
+    };
+    assert_eq!((branch.index(), cancelled.len(), made.get()), (5, 0, 6));
+    // An endless iterator: the first outcome wins.
+    let won = block_on(async { gather!(policy = race; for i in 0_usize.. => ready(i)) });
+    assert_eq!(won, 0);
+    let won = block_on(async {
+        gather!(policy = race_ok; for i in 0_u32.. => ready(if i < 3 { Err(i) } else { Ok(i) }))
+    });
+    assert_eq!(won, Ok(3));
+}
+
+#[test]
 fn dynamic_wakes_of_many_branches_between_two_polls_wake_the_gather_once() {
     let gates: Vec<Gate> = (0..100).map(|_| Gate::new()).collect();
     let mut gather =

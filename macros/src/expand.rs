@@ -448,9 +448,13 @@ fn dynamic(
     let make = quote_spanned!(span=> |#index: usize, #pat| { #future });
     let spawn = gather.spawn;
     let policy_name = gather.policy.name();
+    // Where each branch starts, pinned in the caller's frame: a branch ready at its first
+    // poll needs no slot of the engine's.
+    let stage = Ident::new("__gather_stage", Span::mixed_site());
     let setup = quote! {
+        let #stage = ::core::pin::pin!(::core::option::Option::None);
         let mut #driver = #k::__private::Driver::<_, _, _, #k::__private::#policy, _>::new(
-            #k::__private::Engine::new(#iter, #make, #limit, #name, #spawn, #policy_name),
+            #k::__private::Engine::new(#iter, #make, #limit, #name, #spawn, #policy_name, #stage),
         );
     };
     let on_deadline = gather.timeout.as_ref().map(|_| {

@@ -1,23 +1,26 @@
 //! The dynamic form, `for PAT in ITER => FUTURE`: one branch per item, polled in place.
 //!
 //! Each branch runs in a slot that has a waker of its own, which puts the slot in a shared
-//! queue, so a wake polls only the branch it belongs to, at any number of branches. Slots come
-//! in chunks that double in size (16, 32, 64, ..), each chunk one allocation for the futures
-//! and one for the wakers, and a slot is used again once its branch has ended: a gather
-//! allocates by the number of branches running at once, not by the number of items, and a
-//! branch ready at its first poll takes a slot only for that poll (see `wake::chunks`). A
-//! waker that an ended branch left behind can wake its slot's next branch: that costs one
-//! extra poll, never a lost wake. Branches start lazily, in input order, when `limit` lets
-//! them: the body runs for an item only when its branch starts.
+//! queue, so a wake polls only the branch it belongs to, at any number of branches. The first
+//! slot is the stage, whose future the gather keeps pinned in its own frame: a branch starts
+//! there whenever it is free, and one ready at its first poll leaves it free for the next, so
+//! a gather whose branches are all ready needs no other slot and allocates nothing for them.
+//! The other slots come in chunks that double in size (16, 32, 64, ..), each chunk one
+//! allocation for the futures and one for the wakers, and a slot is used again once its
+//! branch has ended: a gather allocates by the number of branches running at once, not by the
+//! number of items (see `wake::chunks`). A waker that an ended branch left behind can wake its
+//! slot's next branch: that costs one extra poll, never a lost wake. Branches start lazily, in
+//! input order, when `limit` lets them: the body runs for an item only when its branch starts.
 
 use core::future::Future;
-use core::task::{Context, Poll};
+use core::pin::Pin;
+use core::task::{Context, Poll, Waker};
 
 use crate::error::{Branch, Error};
 use crate::guard::{Reaper, take_trouble};
 use crate::slot::{BranchResult, failures};
 use crate::trace::{BranchSpan, GatherSpan, Outcome};
-use crate::wake::chunks::Slots;
+use crate::wake::chunks::{STAGE, Slots};
 
 /// What a gather knows of one slot, beside its future and its waker.
 struct Slot {
@@ -26,10 +29,14 @@ struct Slot {
     span: BranchSpan,
 }
 
-/// Fills `order` with the running branches, as (branch, slot), lowest index first. `order` is
-/// the engine's list of branches to poll, of no more use when every branch is stopped.
-fn running_in_order<F>(slots: &Slots<F, Slot>, order: &mut Vec<(usize, usize)>) {
+/// Fills `order` with the running branches, as (branch, slot), lowest index first, the stage's
+/// if `stage` holds one. `order` is the engine's list of branches to poll, of no more use when
+/// every branch is stopped.
+fn running_in_order<F>(slots: &Slots<F, Slot>, stage: &Option<F>, order: &mut Vec<(usize, usize)>) {
     order.clear();
+    if stage.is_some() {
+        order.push((slots.meta(STAGE).branch, STAGE));
+    }
     order.extend(slots.running().map(|(slot, entry)| (entry.branch, slot)));
     order.sort_unstable();
 }
@@ -64,16 +71,30 @@ pub(crate) enum Step<O> {
     Trouble,
 }
 
+/// How a run of branches in the stage ended (see [`Engine::run_ready`]).
+enum Run<E, O> {
+    /// The policy ended the gather with this outcome.
+    Ended(E),
+    /// The iterator is exhausted, and no branch is running.
+    Exhausted,
+    /// A branch was pending; the engine goes on with its other steps.
+    Continue,
+    /// A branch was pending, and the step to report (`Pending` or `Trouble`).
+    Step(Step<O>),
+}
+
 /// Runs the branches of the dynamic form: starts them in order under `limit`, polls each
 /// when its own waker was woken, and reports each output as it comes.
 #[must_use = "a gather does nothing unless polled"]
-pub struct Engine<I, C, F> {
+pub struct Engine<'a, I, C, F> {
     /// `None` once exhausted.
     iter: Option<I>,
     make: C,
     limit: usize,
     /// Whether branches are spawned tasks, whose trouble the engine looks for.
     spawn: bool,
+    /// The stage's future, pinned in the gather's frame.
+    stage: Pin<&'a mut Option<F>>,
     /// The branch futures, their wakers, and which branch each slot holds.
     slots: Slots<F, Slot>,
     /// How many slots have been used so far.
@@ -92,11 +113,12 @@ pub struct Engine<I, C, F> {
     /// once is polled again at the next poll, not in a loop inside this one.
     to_poll: Vec<(usize, usize)>,
     name: &'static str,
-    reaper: Reaper,
+    /// Made when a branch is first stopped or in trouble: until then, nothing is reaped.
+    reaper: Option<Reaper>,
     trace: GatherSpan,
 }
 
-impl<I, C, F> core::fmt::Debug for Engine<I, C, F> {
+impl<I, C, F> core::fmt::Debug for Engine<'_, I, C, F> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Engine")
             .field("started", &self.started)
@@ -108,20 +130,37 @@ impl<I, C, F> core::fmt::Debug for Engine<I, C, F> {
 
 /// A gather dropped before it ended (its caller gave up) drops its running branches in input
 /// order, as it cancels them.
-impl<I, C, F> Drop for Engine<I, C, F> {
+impl<I, C, F> Drop for Engine<'_, I, C, F> {
+    #[inline]
     fn drop(&mut self) {
-        if self.running == 0 {
-            return;
-        }
-        let Engine { slots, to_poll, .. } = self;
-        running_in_order(slots, to_poll);
-        for &(_, slot) in to_poll.iter() {
-            slots.clear(slot);
+        if self.running != 0 {
+            self.drop_running();
         }
     }
 }
 
-impl<I, C, F> Engine<I, C, F>
+impl<I, C, F> Engine<'_, I, C, F> {
+    /// Drops the running branches, lowest index first.
+    #[cold]
+    fn drop_running(&mut self) {
+        let Engine {
+            slots,
+            stage,
+            to_poll,
+            ..
+        } = self;
+        running_in_order(slots, stage, to_poll);
+        for &(_, slot) in to_poll.iter() {
+            if slot == STAGE {
+                stage.set(None);
+            } else {
+                slots.clear(slot);
+            }
+        }
+    }
+}
+
+impl<'a, I, C, F> Engine<'a, I, C, F>
 where
     I: Iterator,
     C: FnMut(usize, I::Item) -> F,
@@ -129,7 +168,8 @@ where
     /// An engine over `iter`, making each branch with `make` (given the item's index and the
     /// item) when it starts, running at most `limit` at once. `name` names every branch in
     /// errors; `spawn` says that branches are spawned tasks; `policy` names the policy in the
-    /// gather's span (under the `tracing` feature).
+    /// gather's span (under the `tracing` feature). `stage` is the place, pinned in the
+    /// gather's frame and empty, where each branch starts when it is free.
     ///
     /// The bounds on `make` are here, where the body's closure is written, so that its
     /// argument's type is known inside the body (`for s in &words => f(s.len())`). `F: Future`
@@ -141,13 +181,18 @@ where
         name: &'static str,
         spawn: bool,
         policy: &'static str,
+        stage: Pin<&'a mut Option<F>>,
     ) -> Self {
         Engine {
             iter: Some(iter),
             make,
             limit,
             spawn,
-            slots: Slots::new(),
+            stage,
+            slots: Slots::new(Slot {
+                branch: usize::MAX,
+                span: BranchSpan::NONE,
+            }),
             made: 0,
             spare: None,
             free: Vec::new(),
@@ -155,7 +200,7 @@ where
             running: 0,
             to_poll: Vec::new(),
             name,
-            reaper: Reaper::default(),
+            reaper: None,
             trace: GatherSpan::new(policy),
         }
     }
@@ -166,7 +211,7 @@ where
     }
 }
 
-impl<I, C, F> Engine<I, C, F>
+impl<I, C, F> Engine<'_, I, C, F>
 where
     I: Iterator,
     C: FnMut(usize, I::Item) -> F,
@@ -193,7 +238,7 @@ where
                 if self.slots.meta(slot).branch != branch {
                     continue;
                 }
-                match self.poll_slot(slot) {
+                match self.poll_slot(slot, cx.waker()) {
                     Step::Pending if out_of_budget(cx) => return Step::Pending,
                     Step::Pending => continue,
                     step => return step,
@@ -201,7 +246,7 @@ where
             }
             if self.running < self.limit {
                 if let Some(item) = self.iter.as_mut().and_then(Iterator::next) {
-                    match self.start(item) {
+                    match self.start(item, cx.waker()) {
                         Step::Pending if out_of_budget(cx) => return Step::Pending,
                         Step::Pending => continue,
                         step => return step,
@@ -216,24 +261,123 @@ where
         }
     }
 
-    /// Starts the next branch in a free slot, or in a new one, and polls it. A branch that is
-    /// ready at once leaves its slot free for the next: it is never counted as running.
+    /// While no branch is running, starts each next branch in the stage and polls it, and
+    /// hands its output to `output` while each is ready at its first poll: the loop of a
+    /// gather whose branches are all ready, with the stage's waker made once for all. Stops
+    /// when `output` ends the gather, when the iterator is exhausted, or after a branch that
+    /// is pending, which keeps the stage.
+    #[inline(never)]
+    fn run_ready<E>(
+        &mut self,
+        cx: &Context<'_>,
+        mut output: impl FnMut(usize, BranchSpan, F::Output) -> Option<E>,
+    ) -> Run<E, F::Output> {
+        enum Found<E> {
+            Ended(E),
+            Exhausted,
+            Pending(usize, BranchSpan),
+        }
+        let Engine {
+            iter,
+            make,
+            stage,
+            slots,
+            started,
+            trace,
+            name,
+            ..
+        } = self;
+        let Some(items) = iter.as_mut() else {
+            return Run::Exhausted;
+        };
+        let name = *name;
+        let mut stage = stage.as_mut();
+        // Counted here and kept at the end: a panic out of a branch ends the gather.
+        let mut next = *started;
+        let found = slots.lend_stage(|waker| {
+            let mut cx = Context::from_waker(waker);
+            for item in items {
+                let index = next;
+                next += 1;
+                stage.set(Some(make(index, item)));
+                let mut span = BranchSpan::NONE;
+                span.start(trace, index, || name);
+                let Some(fut) = stage.as_mut().as_pin_mut() else {
+                    unreachable!("the future was just put in the stage");
+                };
+                match span.poll(|| fut.poll(&mut cx)) {
+                    Poll::Ready(out) => {
+                        stage.set(None);
+                        if let Some(end) = output(index, span, out) {
+                            return Found::Ended(end);
+                        }
+                    }
+                    Poll::Pending => return Found::Pending(index, span),
+                }
+            }
+            Found::Exhausted
+        });
+        *started = next;
+        match found {
+            Found::Ended(end) => Run::Ended(end),
+            Found::Exhausted => {
+                self.iter = None;
+                Run::Exhausted
+            }
+            Found::Pending(index, span) => {
+                self.slots.pending(cx.waker());
+                *self.slots.meta_mut(STAGE) = Slot {
+                    branch: index,
+                    span,
+                };
+                self.running += 1;
+                match self.after_pending(index) {
+                    Step::Pending if out_of_budget(cx) => Run::Step(Step::Pending),
+                    Step::Pending => Run::Continue,
+                    step => Run::Step(step),
+                }
+            }
+        }
+    }
+
+    /// Runs `f` with the future of `slot` (or of the stage), pinned, its waker, and what the
+    /// gather keeps of it.
     #[inline(always)]
-    fn start(&mut self, item: I::Item) -> Step<F::Output> {
+    fn with_slot<R>(
+        &mut self,
+        slot: usize,
+        f: impl FnOnce(Pin<&mut Option<F>>, &Waker, &mut Slot) -> R,
+    ) -> R {
+        if slot == STAGE {
+            self.slots.with_stage(self.stage.as_mut(), f)
+        } else {
+            self.slots.with(slot, f)
+        }
+    }
+
+    /// Starts the next branch in the stage if it is free, else in a free slot, or in a new
+    /// one, and polls it. A branch that is ready at once leaves its slot free for the next: it
+    /// is never counted as running.
+    #[inline(always)]
+    fn start(&mut self, item: I::Item, parent: &Waker) -> Step<F::Output> {
         let index = self.started;
         self.started += 1;
         let fut = (self.make)(index, item);
-        let slot = match self.spare.take() {
-            Some(slot) => slot,
-            None => match self.free.pop() {
+        let slot = if self.stage.is_none() {
+            STAGE
+        } else {
+            match self.spare.take() {
                 Some(slot) => slot,
-                None => self.new_slot(),
-            },
+                None => match self.free.pop() {
+                    Some(slot) => slot,
+                    None => self.new_slot(parent),
+                },
+            }
         };
         let mut span = BranchSpan::NONE;
         let name = self.name;
         span.start(&self.trace, index, || name);
-        let polled = self.slots.with(slot, |mut future, waker, _| {
+        let polled = self.with_slot(slot, |mut future, waker, _| {
             future.set(Some(fut));
             let Some(fut) = future.as_mut().as_pin_mut() else {
                 unreachable!("the future was just put in its slot");
@@ -250,6 +394,9 @@ where
                 Step::Finished(index, span, out)
             }
             Poll::Pending => {
+                if slot == STAGE {
+                    self.slots.pending(parent);
+                }
                 *self.slots.meta_mut(slot) = Slot {
                     branch: index,
                     span,
@@ -260,9 +407,12 @@ where
         }
     }
 
-    /// Gives back the slot of a branch that ended.
+    /// Gives back the slot of a branch that ended (the stage is free once its future is gone).
     #[inline]
     fn release(&mut self, slot: usize) {
+        if slot == STAGE {
+            return;
+        }
         match self.spare {
             None => self.spare = Some(slot),
             Some(_) => self.free.push(slot),
@@ -270,11 +420,11 @@ where
     }
 
     /// A slot never used yet, from a new chunk when the last is full.
-    fn new_slot(&mut self) -> usize {
+    fn new_slot(&mut self, parent: &Waker) -> usize {
         let slot = self.made;
         self.made += 1;
         if slot == self.slots.len() {
-            self.slots.grow(|| Slot {
+            self.slots.grow(parent, || Slot {
                 branch: usize::MAX,
                 span: BranchSpan::NONE,
             });
@@ -284,8 +434,8 @@ where
 
     /// Polls the running branch in `slot`, that was woken.
     #[inline(always)]
-    fn poll_slot(&mut self, slot: usize) -> Step<F::Output> {
-        let (index, polled) = self.slots.with(slot, |mut future, waker, entry| {
+    fn poll_slot(&mut self, slot: usize, parent: &Waker) -> Step<F::Output> {
+        let (index, polled) = self.with_slot(slot, |mut future, waker, entry| {
             let Some(fut) = future.as_mut().as_pin_mut() else {
                 return (entry.branch, None);
             };
@@ -309,7 +459,12 @@ where
                 self.running -= 1;
                 Step::Finished(index, span, out)
             }
-            Some(Poll::Pending) => self.after_pending(index),
+            Some(Poll::Pending) => {
+                if slot == STAGE {
+                    self.slots.pending(parent);
+                }
+                self.after_pending(index)
+            }
         }
     }
 
@@ -330,7 +485,9 @@ where
     #[cold]
     fn trouble(&mut self, index: usize, error: tokio::task::JoinError) -> Step<F::Output> {
         self.stop_all(Outcome::Cancelled, Some(index));
-        self.reaper.trouble(index, self.name, error);
+        self.reaper
+            .get_or_insert_default()
+            .trouble(index, self.name, error);
         Step::Trouble
     }
 
@@ -347,13 +504,14 @@ where
         self.running = 0;
         let Engine {
             slots,
+            stage,
             to_poll,
             reaper,
             name,
             ..
         } = self;
-        running_in_order(slots, to_poll);
-        reaper.collect(|| {
+        running_in_order(slots, stage, to_poll);
+        reaper.get_or_insert_default().collect(|| {
             let mut stopped = Vec::with_capacity(to_poll.len());
             for (index, slot) in to_poll.drain(..) {
                 let outcome = if troubled == Some(index) {
@@ -361,13 +519,18 @@ where
                 } else {
                     stop
                 };
-                slots.with(slot, |mut future, _, entry| {
+                let stop = |mut future: Pin<&mut Option<F>>, entry: &mut Slot| {
                     if let Some(fut) = future.as_mut().as_pin_mut() {
                         Reaper::mark(index, core::ptr::from_ref(&*fut).addr());
                         future.set(None);
                     }
                     entry.span.end(outcome);
-                });
+                };
+                if slot == STAGE {
+                    stop(stage.as_mut(), slots.meta_mut(STAGE));
+                } else {
+                    slots.with(slot, |future, _, entry| stop(future, entry));
+                }
                 stopped.push(Branch::__new(index, name));
             }
             stopped
@@ -400,6 +563,13 @@ pub trait Policy<O> {
     }
     /// Makes room for `items` outputs, as the iterator tells its length before the first poll.
     fn reserve(&mut self, _items: usize) {}
+    /// [`output`](Self::output) in the loop of branches ready at their first poll, while no
+    /// other branch is running (so an end cancels none): kept small, as it runs once per
+    /// branch there.
+    #[inline(always)]
+    fn output_next(&mut self, index: usize, out: O, name: &'static str) -> Option<Self::Out> {
+        self.output(index, out, name, &mut Vec::new)
+    }
 }
 
 /// Puts `value` at `index` of `outs`, which grows as branches start.
@@ -431,14 +601,40 @@ impl<T> Default for Outs<T> {
 impl<T> Outs<T> {
     fn reserve(&mut self, items: usize) {
         match self {
+            // The first poll's: made at once, at its size.
+            Outs::InOrder(outs) if outs.capacity() == 0 => *outs = Vec::with_capacity(items),
             Outs::InOrder(outs) => outs.reserve(items),
             Outs::Scattered(outs) => outs.reserve(items),
         }
     }
 
+    #[inline(always)]
     fn put(&mut self, index: usize, value: T) {
         match self {
             Outs::InOrder(outs) if outs.len() == index => outs.push(value),
+            _ => self.scatter(index, value),
+        }
+    }
+
+    /// [`put`](Self::put) for the loop of branches ready at once, where outputs come in input
+    /// order but for the first: kept small, with the rest out of line.
+    #[inline(always)]
+    fn put_next(&mut self, index: usize, value: T) {
+        match self {
+            Outs::InOrder(outs) if outs.len() == index => outs.push(value),
+            _ => self.scatter_cold(index, value),
+        }
+    }
+
+    #[cold]
+    fn scatter_cold(&mut self, index: usize, value: T) {
+        self.scatter(index, value);
+    }
+
+    /// Puts an output that does not come next in input order.
+    #[inline(always)]
+    fn scatter(&mut self, index: usize, value: T) {
+        match self {
             Outs::InOrder(outs) => {
                 let mut scattered = Vec::with_capacity(index + 1);
                 scattered.extend(core::mem::take(outs).into_iter().map(Some));
@@ -465,6 +661,21 @@ impl<T> Outs<T> {
             Outs::InOrder(outs) => outs.into_iter().map(Some).collect(),
             Outs::Scattered(outs) => outs,
         }
+    }
+}
+
+/// The error of a gather under `cancel` whose branch `index` failed: cancels the others.
+#[cold]
+fn failed<E>(
+    index: usize,
+    error: E,
+    name: &'static str,
+    stopped: &mut dyn FnMut() -> Vec<Branch>,
+) -> Error<E> {
+    Error::Failed {
+        branch: Branch::__new(index, name),
+        error,
+        cancelled: stopped(),
     }
 }
 
@@ -535,6 +746,17 @@ impl<E> Default for RaceOk<E> {
 }
 
 impl<R: BranchResult> Policy<R> for Cancel<R::Ok> {
+    #[inline(always)]
+    fn output_next(&mut self, index: usize, out: R, name: &'static str) -> Option<Self::Out> {
+        match out.into_result() {
+            Ok(value) => {
+                self.outs.put_next(index, value);
+                None
+            }
+            Err(error) => Some(Err(failed(index, error, name, &mut Vec::new))),
+        }
+    }
+
     fn reserve(&mut self, items: usize) {
         self.outs.reserve(items);
     }
@@ -545,6 +767,7 @@ impl<R: BranchResult> Policy<R> for Cancel<R::Ok> {
 
     type Out = Result<Vec<R::Ok>, Error<R::Err>>;
 
+    #[inline(always)]
     fn output(
         &mut self,
         index: usize,
@@ -557,11 +780,7 @@ impl<R: BranchResult> Policy<R> for Cancel<R::Ok> {
                 self.outs.put(index, value);
                 None
             }
-            Err(error) => Some(Err(Error::Failed {
-                branch: Branch::__new(index, name),
-                error,
-                cancelled: stopped(),
-            })),
+            Err(error) => Some(Err(failed(index, error, name, stopped))),
         }
     }
 
@@ -579,6 +798,15 @@ impl<R: BranchResult> Policy<R> for Cancel<R::Ok> {
 }
 
 impl<R: BranchResult> Policy<R> for Finish<R::Ok, R::Err> {
+    #[inline(always)]
+    fn output_next(&mut self, index: usize, out: R, _: &'static str) -> Option<Self::Out> {
+        match out.into_result() {
+            Ok(value) => self.outs.put_next(index, value),
+            Err(error) => self.errors.push((index, error)),
+        }
+        None
+    }
+
     fn reserve(&mut self, items: usize) {
         self.outs.reserve(items);
     }
@@ -589,6 +817,7 @@ impl<R: BranchResult> Policy<R> for Finish<R::Ok, R::Err> {
 
     type Out = Result<Vec<R::Ok>, Error<R::Err>>;
 
+    #[inline(always)]
     fn output(
         &mut self,
         index: usize,
@@ -621,12 +850,19 @@ impl<R: BranchResult> Policy<R> for Finish<R::Ok, R::Err> {
 }
 
 impl<O> Policy<O> for Settle<O, false> {
+    #[inline(always)]
+    fn output_next(&mut self, index: usize, out: O, _: &'static str) -> Option<Self::Out> {
+        self.outs.put_next(index, out);
+        None
+    }
+
     fn reserve(&mut self, items: usize) {
         self.outs.reserve(items);
     }
 
     type Out = Vec<O>;
 
+    #[inline(always)]
     fn output(
         &mut self,
         index: usize,
@@ -648,12 +884,19 @@ impl<O> Policy<O> for Settle<O, false> {
 }
 
 impl<O> Policy<O> for Settle<O, true> {
+    #[inline(always)]
+    fn output_next(&mut self, index: usize, out: O, _: &'static str) -> Option<Self::Out> {
+        self.outs.put_next(index, out);
+        None
+    }
+
     fn reserve(&mut self, items: usize) {
         self.outs.reserve(items);
     }
 
     type Out = Vec<Option<O>>;
 
+    #[inline(always)]
     fn output(
         &mut self,
         index: usize,
@@ -680,6 +923,7 @@ impl<O> Policy<O> for Settle<O, true> {
 impl<O> Policy<O> for Race<false> {
     type Out = O;
 
+    #[inline(always)]
     fn output(
         &mut self,
         _: usize,
@@ -706,6 +950,7 @@ impl<O> Policy<O> for Race<false> {
 impl<O> Policy<O> for Race<true> {
     type Out = Option<O>;
 
+    #[inline(always)]
     fn output(
         &mut self,
         _: usize,
@@ -736,6 +981,7 @@ impl<R: BranchResult> Policy<R> for RaceOk<R::Err> {
 
     type Out = Result<R::Ok, Error<R::Err>>;
 
+    #[inline(always)]
     fn output(
         &mut self,
         index: usize,
@@ -775,13 +1021,13 @@ impl<R: BranchResult> Policy<R> for RaceOk<R::Err> {
 /// `Out` is the policy's outcome type; it is a parameter of its own, and the struct has no
 /// bounds, so that a body that is not a future is reported once, where it is written.
 #[must_use = "a gather does nothing unless polled"]
-pub struct Driver<I, C, F, P, Out> {
-    engine: Engine<I, C, F>,
+pub struct Driver<'a, I, C, F, P, Out> {
+    engine: Engine<'a, I, C, F>,
     policy: P,
     ending: Option<Out>,
 }
 
-impl<I, C, F, P, Out> core::fmt::Debug for Driver<I, C, F, P, Out> {
+impl<I, C, F, P, Out> core::fmt::Debug for Driver<'_, I, C, F, P, Out> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Driver")
             .field("engine", &self.engine)
@@ -790,9 +1036,9 @@ impl<I, C, F, P, Out> core::fmt::Debug for Driver<I, C, F, P, Out> {
     }
 }
 
-impl<I, C, F, P: Default, Out> Driver<I, C, F, P, Out> {
+impl<'a, I, C, F, P: Default, Out> Driver<'a, I, C, F, P, Out> {
     /// A gather over `engine` under policy `P`.
-    pub fn new(engine: Engine<I, C, F>) -> Self {
+    pub fn new(engine: Engine<'a, I, C, F>) -> Self {
         Driver {
             engine,
             policy: P::default(),
@@ -801,7 +1047,7 @@ impl<I, C, F, P: Default, Out> Driver<I, C, F, P, Out> {
     }
 }
 
-impl<I, C, F, P, Out> Driver<I, C, F, P, Out>
+impl<I, C, F, P, Out> Driver<'_, I, C, F, P, Out>
 where
     I: Iterator,
     C: FnMut(usize, I::Item) -> F,
@@ -810,7 +1056,7 @@ where
 {
     /// Whether the gather is ending: it waits only for the tasks it aborted.
     pub fn is_ending(&self) -> bool {
-        self.ending.is_some() || self.engine.reaper.ends_in_panic()
+        self.ending.is_some() || (self.engine.reaper.as_ref()).is_some_and(Reaper::ends_in_panic)
     }
 
     /// Polls the branches; the policy's outcome once it has one and every task it aborted is
@@ -822,6 +1068,28 @@ where
             }
             self.engine.begin(cx);
             loop {
+                if self.engine.running == 0 && self.engine.to_poll.is_empty() {
+                    let Driver { engine, policy, .. } = self;
+                    let name = engine.name;
+                    let run = engine.run_ready(cx, |index, mut span, out| {
+                        span.end(if P::is_error(&out) {
+                            Outcome::Error
+                        } else {
+                            Outcome::Ok
+                        });
+                        // No other branch is running: an end cancels none.
+                        policy.output_next(index, out, name)
+                    });
+                    match run {
+                        Run::Ended(end) => {
+                            self.ending = Some(end);
+                            break;
+                        }
+                        Run::Step(Step::Pending) => return Poll::Pending,
+                        Run::Step(_) => break,
+                        Run::Exhausted | Run::Continue => {}
+                    }
+                }
                 match self.engine.step(cx) {
                     Step::Finished(index, mut span, out) => {
                         let outcome = if P::is_error(&out) {
@@ -856,14 +1124,20 @@ where
     }
 
     fn poll_end(&mut self, cx: &mut Context<'_>) -> Poll<Out> {
-        if self.engine.reaper.poll_reaped(cx).is_pending() {
+        let Some(reaper) = &mut self.engine.reaper else {
+            let Some(out) = self.ending.take() else {
+                unreachable!("gather!: ended without an outcome");
+            };
+            return Poll::Ready(out);
+        };
+        if reaper.poll_reaped(cx).is_pending() {
             return Poll::Pending;
         }
-        self.engine.reaper.resume_panic();
+        reaper.resume_panic();
         let Some(mut out) = self.ending.take() else {
             unreachable!("gather!: ended without an outcome");
         };
-        P::keep_finished(&mut out, &self.engine.reaper);
+        P::keep_finished(&mut out, reaper);
         Poll::Ready(out)
     }
 }

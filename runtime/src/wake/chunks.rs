@@ -9,16 +9,27 @@
 //! of each chunk is a header: the number of cells, the first slot of the chunk, and the queue
 //! that every chunk of the gather shares. From a slot cell, its offset finds the header, and
 //! the header's length rebuilds the `Arc` to count references, as in the parent module.
+//!
+//! Beside the chunks, a gather has a stage: one slot whose future lives in the gather's own
+//! pinned frame, not in a chunk, for a branch's first poll (and for the rest of its run if it
+//! is pending). A branch ready at its first poll then needs no chunk, no queue and no waker
+//! of its own, so a gather whose branches are all ready allocates none of them. The stage's
+//! own waker points at the queue itself, which has the stage's flag. Until there is a queue,
+//! the stage's waker is lent as a pointer to the slots' place for it: its first clone or wake
+//! makes the queue. The gather gives that queue its own waker once the branch is pending.
 
 use core::mem::ManuallyDrop;
 use core::pin::Pin;
 use core::ptr;
 use core::sync::atomic::{AtomicBool, Ordering};
 use core::task::{RawWaker, RawWakerVTable, Waker};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 /// How many slots chunk 0 has.
 pub(crate) const FIRST: usize = 16;
+
+/// The number of the stage, the slot whose future is kept outside the chunks.
+pub(crate) const STAGE: usize = usize::MAX;
 
 /// The chunk that holds slot `slot`, and the slot's offset in it: chunk `k` holds
 /// `FIRST * 2^k` slots, from slot `FIRST * (2^k - 1)` on.
@@ -29,9 +40,11 @@ fn locate(slot: usize) -> (usize, usize) {
 }
 
 /// What the wakers of a gather share: the slots woken since the gather last looked, and the
-/// gather's own waker.
+/// gather's own waker. It is also the stage's waker, whose `RawWaker` points at it.
 struct Queue {
     woken: Mutex<Woken>,
+    /// Whether the stage is in the queue already.
+    stage: AtomicBool,
 }
 
 struct Woken {
@@ -43,6 +56,41 @@ struct Woken {
 }
 
 impl Queue {
+    /// A queue with nothing woken, whose wakes wake `parent`.
+    fn new(parent: Option<Waker>) -> Arc<Self> {
+        Arc::new(Queue {
+            woken: Mutex::new(Woken {
+                slots: Vec::new(),
+                parent,
+                notified: false,
+            }),
+            stage: AtomicBool::new(false),
+        })
+    }
+
+    /// Queues `slot`, whose flag is `queued`, unless it is queued already, and wakes the
+    /// gather's task unless it was woken since its last poll began.
+    fn wake(&self, slot: usize, queued: &AtomicBool) {
+        // A plain load first: a slot woken again before the gather took it is queued already.
+        if queued.load(Ordering::Acquire) || queued.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let parent = {
+            let mut woken = self.lock();
+            woken.slots.push(slot);
+            if woken.notified {
+                return;
+            }
+            woken.notified = true;
+            // Cloned under the lock and woken after it, so that a waker that runs code of its
+            // own never does so while the lock is held.
+            woken.parent.clone()
+        };
+        if let Some(parent) = parent {
+            parent.wake();
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, Woken> {
         // Nothing is left half-done while the lock is held, so a poisoned lock is still sound.
         self.woken.lock().unwrap_or_else(PoisonError::into_inner)
@@ -65,11 +113,56 @@ enum Cell {
 /// wakers of its slots and what the gather keeps of each slot (`M`).
 pub(crate) struct Slots<F, M> {
     chunks: Vec<Chunk<F, M>>,
-    /// Made with chunk 0.
-    queue: Option<Arc<Queue>>,
-    /// The gather's waker as last given to the queue, to skip replacing it when it is the same,
-    /// and to give to the queue when it is made.
+    /// The queue, made when first needed.
+    lazy: Lazy,
+    /// The gather's waker as last given to the queue, to skip replacing it when it is the
+    /// same. `None` until the queue has one.
     parent: Option<Waker>,
+    /// What the gather keeps of the stage.
+    stage: M,
+}
+
+/// Where the queue is made when first needed: what the stage's lent waker points at, so that
+/// its first clone or wake can make it.
+struct Lazy {
+    queue: OnceLock<Arc<Queue>>,
+}
+
+impl Lazy {
+    /// The queue, made if there is none yet, without a waker of the gather's.
+    fn queue(&self) -> &Arc<Queue> {
+        self.queue.get_or_init(|| Queue::new(None))
+    }
+}
+
+/// Runs `f` with the stage's waker: its own (the queue) if there is a queue, else the lent one
+/// that points at `lazy`.
+#[inline]
+fn lend<R>(lazy: &Lazy, f: impl FnOnce(&Waker) -> R) -> R {
+    let raw = match lazy.queue.get() {
+        Some(queue) => RawWaker::new(Arc::as_ptr(queue).cast(), &STAGE_VTABLE),
+        None => RawWaker::new(ptr::from_ref(lazy).cast(), &LENT),
+    };
+    // SAFETY: either the queue, which `lazy` keeps alive while the waker is lent, or `lazy`
+    // itself, borrowed (shared) for as long as the waker is lent; `LENT`'s entries reach it
+    // only through shared references, and its `OnceLock` makes the queue once, from any
+    // thread. The `ManuallyDrop` keeps the lent waker from giving back a count it never took.
+    let waker = ManuallyDrop::new(unsafe { Waker::from_raw(raw) });
+    f(&waker)
+}
+
+/// The wakers of `size` slots from slot `first` on, sharing `queue`.
+fn cells(first: usize, size: usize, queue: &Arc<Queue>) -> Arc<[Cell]> {
+    core::iter::once(Cell::Header {
+        len: size + 1,
+        first,
+        queue: Arc::clone(queue),
+    })
+    .chain((1..=size).map(|offset| Cell::Slot {
+        offset,
+        queued: AtomicBool::new(false),
+    }))
+    .collect()
 }
 
 struct Chunk<F, M> {
@@ -91,6 +184,61 @@ impl<F, M> core::fmt::Debug for Slots<F, M> {
 }
 
 static VTABLE: RawWakerVTable = RawWakerVTable::new(clone, wake, wake_by_ref, drop_waker);
+
+/// The stage's own waker, which points at the queue and holds a strong count of it.
+static STAGE_VTABLE: RawWakerVTable =
+    RawWakerVTable::new(stage_clone, stage_wake, stage_wake_by_ref, stage_drop);
+
+unsafe fn stage_clone(data: *const ()) -> RawWaker {
+    // SAFETY: `data` is the `Arc`'s pointer to a queue that a waker of ours keeps alive (or
+    // the slots, while they lend it); the new waker takes the count added here.
+    unsafe { Arc::increment_strong_count(data.cast::<Queue>()) };
+    RawWaker::new(data, &STAGE_VTABLE)
+}
+
+unsafe fn stage_wake(data: *const ()) {
+    // SAFETY: as for `stage_wake_by_ref`; then this waker's own count is given back.
+    unsafe {
+        stage_wake_by_ref(data);
+        stage_drop(data);
+    }
+}
+
+unsafe fn stage_wake_by_ref(data: *const ()) {
+    // SAFETY: `data` points at a live queue, as in `stage_clone`.
+    let queue = unsafe { &*data.cast::<Queue>() };
+    queue.wake(STAGE, &queue.stage);
+}
+
+unsafe fn stage_drop(data: *const ()) {
+    // SAFETY: this waker holds one strong count of the live queue, given back here.
+    unsafe { Arc::decrement_strong_count(data.cast::<Queue>()) };
+}
+
+/// The stage's lent waker, which points at the slots' [`Lazy`] part. It is only ever lent
+/// (as `&Waker`, during a poll of the stage), so it is never woken by value nor dropped: those
+/// entries do as a wake by reference and nothing.
+static LENT: RawWakerVTable = RawWakerVTable::new(lent_clone, lent_wake, lent_wake, lent_drop);
+
+/// A clone of the stage's lent waker is the stage's own waker, the queue, made if need be.
+unsafe fn lent_clone(data: *const ()) -> RawWaker {
+    // SAFETY: `data` points at the `Lazy` of the slots, which are borrowed while the waker is
+    // lent (see `lend`); it is reached only through shared references.
+    let lazy = unsafe { &*data.cast::<Lazy>() };
+    // SAFETY: the `Arc`'s pointer to the live queue, which `lazy` holds.
+    unsafe { stage_clone(Arc::as_ptr(lazy.queue()).cast()) }
+}
+
+/// A wake of the stage's lent waker queues the stage, in the queue made if need be.
+unsafe fn lent_wake(data: *const ()) {
+    // SAFETY: as in `lent_clone`.
+    let lazy = unsafe { &*data.cast::<Lazy>() };
+    let queue = lazy.queue();
+    queue.wake(STAGE, &queue.stage);
+}
+
+/// A lent waker holds no count.
+unsafe fn lent_drop(_: *const ()) {}
 
 /// The chunk of wakers a slot cell belongs to, rebuilt from the cell's address.
 ///
@@ -138,27 +286,10 @@ unsafe fn wake_by_ref(data: *const ()) {
     let Cell::Slot { offset, queued } = (unsafe { &*data.cast::<Cell>() }) else {
         unreachable!("a slot waker points at a slot cell");
     };
-    // A plain load first: a slot woken again before the gather took it is queued already.
-    if queued.load(Ordering::Acquire) || queued.swap(true, Ordering::AcqRel) {
-        return;
-    }
     let Cell::Header { first, queue, .. } = &chunk[0] else {
         unreachable!("cell 0 is the header");
     };
-    let parent = {
-        let mut woken = queue.lock();
-        woken.slots.push(first + offset - 1);
-        if woken.notified {
-            return;
-        }
-        woken.notified = true;
-        // Cloned under the lock and woken after it, so that a waker that runs code of its own
-        // never does so while the lock is held.
-        woken.parent.clone()
-    };
-    if let Some(parent) = parent {
-        parent.wake();
-    }
+    queue.wake(first + offset - 1, queued);
 }
 
 unsafe fn drop_waker(data: *const ()) {
@@ -167,11 +298,15 @@ unsafe fn drop_waker(data: *const ()) {
 }
 
 impl<F, M> Slots<F, M> {
-    pub(crate) const fn new() -> Self {
+    /// No chunks yet, and `stage` as what the gather keeps of the stage.
+    pub(crate) const fn new(stage: M) -> Self {
         Slots {
             chunks: Vec::new(),
-            queue: None,
+            lazy: Lazy {
+                queue: OnceLock::new(),
+            },
             parent: None,
+            stage,
         }
     }
 
@@ -181,56 +316,99 @@ impl<F, M> Slots<F, M> {
     }
 
     /// Adds a chunk of empty slots, each with `meta()`, as many as all the chunks before it
-    /// and [`FIRST`] more: one allocation for the futures, one for the wakers.
-    pub(crate) fn grow(&mut self, mut meta: impl FnMut() -> M) {
+    /// and [`FIRST`] more: one allocation for the futures, one for the wakers. `parent` is
+    /// the gather's waker, for the queue if it has none yet.
+    pub(crate) fn grow(&mut self, parent: &Waker, mut meta: impl FnMut() -> M) {
         let first = self.len();
         let size = FIRST << self.chunks.len();
-        let parent = &self.parent;
-        let queue = self.queue.get_or_insert_with(|| {
-            Arc::new(Queue {
-                woken: Mutex::new(Woken {
-                    slots: Vec::new(),
-                    parent: parent.clone(),
-                    notified: false,
-                }),
-            })
-        });
         let entries: Box<[Entry<F, M>]> = (0..size)
             .map(|_| Entry {
                 future: None,
                 meta: meta(),
             })
             .collect();
-        let wakers: Arc<[Cell]> = core::iter::once(Cell::Header {
-            len: size + 1,
-            first,
-            queue: Arc::clone(queue),
-        })
-        .chain((1..=size).map(|offset| Cell::Slot {
-            offset,
-            queued: AtomicBool::new(false),
-        }))
-        .collect();
+        let wakers = cells(first, size, self.lazy.queue());
         self.chunks.push(Chunk {
             entries: Box::into_pin(entries),
             wakers,
         });
+        if self.parent.is_none() {
+            self.adopt(parent);
+        }
     }
 
-    /// What the gather keeps of slot `slot`.
+    /// Gives the queue, if there is one, the gather's waker `parent`, and wakes it if a slot
+    /// was woken while the queue had none.
+    #[cold]
+    fn adopt(&mut self, parent: &Waker) {
+        let Some(queue) = self.lazy.queue.get() else {
+            return;
+        };
+        self.parent = Some(parent.clone());
+        let missed = {
+            let mut woken = queue.lock();
+            woken.parent.clone_from(&self.parent);
+            woken.notified
+        };
+        if missed {
+            parent.wake_by_ref();
+        }
+    }
+
+    /// What the gather keeps of slot `slot` (or of the stage).
     #[inline]
     pub(crate) fn meta(&self, slot: usize) -> &M {
+        if slot == STAGE {
+            return &self.stage;
+        }
         let (chunk, offset) = locate(slot);
         &self.chunks[chunk].entries[offset].meta
     }
 
-    /// What the gather keeps of slot `slot`, to change.
+    /// What the gather keeps of slot `slot` (or of the stage), to change.
     #[inline]
     pub(crate) fn meta_mut(&mut self, slot: usize) -> &mut M {
+        if slot == STAGE {
+            return &mut self.stage;
+        }
         self.with(slot, |_, _, meta| meta)
     }
 
-    /// The running slots, each with what the gather keeps of it.
+    /// Runs `f` with the stage's future `future` (which the gather keeps pinned in its own
+    /// frame), the stage's waker (see [`lend_stage`](Self::lend_stage)), and what the gather
+    /// keeps of the stage. The gather calls [`pending`](Self::pending) when the stage's branch
+    /// is pending after it.
+    #[inline]
+    pub(crate) fn with_stage<R>(
+        &mut self,
+        future: Pin<&mut Option<F>>,
+        f: impl FnOnce(Pin<&mut Option<F>>, &Waker, &mut M) -> R,
+    ) -> R {
+        let Slots { lazy, stage, .. } = self;
+        lend(lazy, |waker| f(future, waker, stage))
+    }
+
+    /// Runs `f` with the stage's waker, to poll the branches that start in the stage. Until
+    /// the stage has a waker of its own, it is lent as a pointer to the slots, whose first
+    /// clone or wake makes one (and the queue, if there is none): a branch ready at its first
+    /// poll makes nothing.
+    #[inline]
+    pub(crate) fn lend_stage<R>(&self, f: impl FnOnce(&Waker) -> R) -> R {
+        lend(&self.lazy, f)
+    }
+
+    /// After the stage's branch was found pending: if its waker made the queue, gives the
+    /// queue the gather's waker `parent` (and wakes it, if the branch was woken already). A
+    /// queue made by a branch that was ready after all waits for the next that is pending:
+    /// until then no branch is running, and nothing needs waking.
+    #[inline]
+    pub(crate) fn pending(&mut self, parent: &Waker) {
+        if self.parent.is_none() {
+            self.adopt(parent);
+        }
+    }
+
+    /// The running slots of the chunks (not the stage), each with what the gather keeps of it.
     pub(crate) fn running(&self) -> impl Iterator<Item = (usize, &M)> {
         self.chunks.iter().enumerate().flat_map(|(c, chunk)| {
             let first = FIRST * ((1 << c) - 1);
@@ -283,20 +461,36 @@ impl<F, M> Slots<F, M> {
     /// after this to wake, and hands each slot woken since the last poll to `woken`, once,
     /// with what the gather keeps of it, clearing its flag so that a later wake queues it
     /// again.
-    pub(crate) fn begin(&mut self, waker: &Waker, mut woken: impl FnMut(usize, &M)) {
+    /// Without a queue (no branch has been pending yet), nothing is woken, and the gather's
+    /// waker is not kept.
+    #[inline]
+    pub(crate) fn begin(&mut self, waker: &Waker, woken: impl FnMut(usize, &M)) {
+        if self.lazy.queue.get().is_some() {
+            self.take_woken(waker, woken);
+        }
+    }
+
+    /// [`begin`](Self::begin), once there is a queue.
+    fn take_woken(&mut self, waker: &Waker, mut woken: impl FnMut(usize, &M)) {
+        let Some(queue) = self.lazy.queue.get() else {
+            return;
+        };
         let changed = !self.parent.as_ref().is_some_and(|p| p.will_wake(waker));
         if changed {
             self.parent = Some(waker.clone());
         }
-        let Some(queue) = &self.queue else {
-            return;
-        };
+        let queue_stage = &queue.stage;
         let mut queue = queue.lock();
         if changed {
             queue.parent.clone_from(&self.parent);
         }
         queue.notified = false;
         for slot in queue.slots.drain(..) {
+            if slot == STAGE {
+                queue_stage.store(false, Ordering::Release);
+                woken(slot, &self.stage);
+                continue;
+            }
             let (chunk, offset) = locate(slot);
             let chunk = &self.chunks[chunk];
             if let Cell::Slot { queued, .. } = &chunk.wakers[offset + 1] {
@@ -330,9 +524,9 @@ mod tests {
     type Pending = core::future::Pending<u8>;
 
     fn slots(chunks: usize) -> Slots<Pending, ()> {
-        let mut slots = Slots::new();
+        let mut slots = Slots::new(());
         for _ in 0..chunks {
-            slots.grow(|| ());
+            slots.grow(Waker::noop(), || ());
         }
         slots
     }
@@ -346,6 +540,144 @@ mod tests {
         let mut taken = Vec::new();
         slots.begin(waker, |slot, ()| taken.push(slot));
         taken
+    }
+
+    /// Runs `f` with the stage's waker, as lent for a poll of the stage.
+    fn lend_stage<R>(slots: &mut Slots<Pending, ()>, f: impl FnOnce(&Waker) -> R) -> R {
+        let mut stage = core::pin::pin!(None::<Pending>);
+        slots.with_stage(stage.as_mut(), |_, waker, ()| f(waker))
+    }
+
+    #[test]
+    fn a_stage_waker_left_alone_makes_nothing() {
+        let mut slots = slots(0);
+        let (count, waker) = parent();
+        lend_stage(&mut slots, |lent| {
+            assert!(lent.will_wake(lent));
+        });
+        slots.pending(&waker);
+        assert!(slots.lazy.queue.get().is_none());
+        assert!(taken(&mut slots, &waker).is_empty());
+        assert!(
+            slots.parent.is_none(),
+            "no queue, so the gather's waker is not kept"
+        );
+        assert_eq!(count.0.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn a_clone_of_the_lent_stage_waker_makes_the_queue_its_own_waker() {
+        let mut slots = slots(0);
+        let (count, waker) = parent();
+        let kept = lend_stage(&mut slots, Waker::clone);
+        let cells = Arc::clone(slots.lazy.queue.get().expect("made by the clone"));
+        assert_eq!(
+            Arc::strong_count(&cells),
+            3,
+            "the slots', the clone's and this test's"
+        );
+        // The queue has no parent yet: a wake is only queued, until the gather gives one.
+        kept.wake_by_ref();
+        assert_eq!(count.0.load(Ordering::SeqCst), 0);
+        slots.pending(&waker);
+        assert_eq!(
+            count.0.load(Ordering::SeqCst),
+            1,
+            "the missed wake, once adopted"
+        );
+        assert_eq!(taken(&mut slots, &waker), [STAGE]);
+        // Later lends give the stage's own waker, without a count; a clone's wakes queue the
+        // stage again.
+        lend_stage(&mut slots, |lent| {
+            assert!(lent.will_wake(&kept));
+            assert_eq!(Arc::strong_count(&cells), 3);
+        });
+        kept.wake_by_ref();
+        kept.wake_by_ref();
+        assert_eq!(count.0.load(Ordering::SeqCst), 2);
+        assert_eq!(taken(&mut slots, &waker), [STAGE]);
+        // Chunks grown later share the stage's queue.
+        slots.grow(&waker, || ());
+        lend(&mut slots, 3, Waker::wake_by_ref);
+        kept.wake_by_ref();
+        assert_eq!(taken(&mut slots, &waker), [3, STAGE]);
+        assert_eq!(count.0.load(Ordering::SeqCst), 3);
+        drop((slots, cells));
+        // The stage's waker outlives the gather; wakes still work.
+        kept.wake();
+    }
+
+    #[test]
+    fn a_wake_of_the_lent_stage_waker_queues_the_stage() {
+        let mut slots = slots(0);
+        let (count, waker) = parent();
+        lend_stage(&mut slots, Waker::wake_by_ref);
+        slots.pending(&waker);
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        assert_eq!(taken(&mut slots, &waker), [STAGE]);
+        // Adopted once: the next pending branch changes nothing.
+        slots.pending(&waker);
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        assert!(taken(&mut slots, &waker).is_empty());
+    }
+
+    #[test]
+    fn a_stage_waker_made_after_the_chunks_wakes_their_parent() {
+        let mut slots = slots(0);
+        let (count, waker) = parent();
+        slots.grow(&waker, || ());
+        assert!(taken(&mut slots, &waker).is_empty());
+        let kept = lend_stage(&mut slots, |lent| {
+            lent.wake_by_ref();
+            lent.clone()
+        });
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        assert_eq!(taken(&mut slots, &waker), [STAGE]);
+        drop(slots);
+        drop(kept);
+    }
+
+    #[test]
+    fn the_lent_stage_waker_is_cloned_and_woken_from_other_threads_at_once() {
+        let mut slots = slots(0);
+        let (count, waker) = parent();
+        let kept: Vec<Waker> = lend_stage(&mut slots, |lent| {
+            std::thread::scope(|s| {
+                let threads: Vec<_> = (0..4)
+                    .map(|_| {
+                        s.spawn(|| {
+                            lent.wake_by_ref();
+                            lent.clone()
+                        })
+                    })
+                    .collect();
+                threads.into_iter().map(|t| t.join().unwrap()).collect()
+            })
+        });
+        assert!(kept.iter().all(|k| k.will_wake(&kept[0])), "one waker made");
+        slots.pending(&waker);
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        assert_eq!(taken(&mut slots, &waker), [STAGE]);
+        drop(slots);
+        drop(kept);
+    }
+
+    #[test]
+    fn the_lent_stage_wakers_entries_by_value_wake_and_give_back_nothing() {
+        let mut slots = slots(0);
+        let (count, waker) = parent();
+        let lazy = ptr::from_ref(&slots.lazy).cast::<()>();
+        // SAFETY: as in `with_stage`: `slots.lazy` outlives this waker, which is dropped and
+        // woken here, before the slots are used again.
+        let lent = unsafe { Waker::from_raw(RawWaker::new(lazy, &LENT)) };
+        drop(lent.clone());
+        drop(lent);
+        // SAFETY: as above.
+        let lent = unsafe { Waker::from_raw(RawWaker::new(lazy, &LENT)) };
+        lent.wake();
+        slots.pending(&waker);
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        assert_eq!(taken(&mut slots, &waker), [STAGE]);
     }
 
     #[test]
@@ -473,8 +805,8 @@ mod tests {
             future.set(Some(core::future::pending()));
         });
         let at = address(&mut slots, FIRST - 1);
-        slots.grow(|| ());
-        slots.grow(|| ());
+        slots.grow(Waker::noop(), || ());
+        slots.grow(Waker::noop(), || ());
         assert_eq!(slots.len(), 7 * FIRST);
         assert_eq!(address(&mut slots, FIRST - 1), at);
         let running = |slots: &Slots<Pending, ()>| -> Vec<usize> {
@@ -494,8 +826,8 @@ mod tests {
             }
         }
         let dropped = core::cell::Cell::new(0);
-        let mut slots = Slots::new();
-        slots.grow(|| 0_usize);
+        let mut slots = Slots::new(0_usize);
+        slots.grow(Waker::noop(), || 0_usize);
         for slot in [0, 7, FIRST - 1] {
             slots.with(slot, |mut future, _, meta| {
                 future.set(Some(Probe(&dropped)));
