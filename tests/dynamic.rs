@@ -1073,3 +1073,22 @@ async fn dynamic_a_panicking_branch_drops_its_siblings_then_reaches_the_caller()
     assert_eq!(start.elapsed(), Duration::from_millis(300));
     assert_eq!(now, 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn dynamic_over_an_endless_iterator_ends_at_the_first_failure() {
+    // `0..` says it has `usize::MAX` items left at least: the output is not sized from that.
+    let ready = gather!(for i in 0_u64.. => async move { if i == 5 { Err(i) } else { Ok(i) } });
+    let Err(Error::Failed { branch, error, .. }) = ready else {
+        panic!("expected the failure of branch 5, got {ready:?}");
+    };
+    assert_eq!((branch.index(), error), (5, 5));
+
+    let limited = gather!(limit = 3; for i in 0_u64.. => async move {
+        sleep(Duration::from_millis(10)).await;
+        if i == 7 { Err(i) } else { Ok(i) }
+    });
+    let Err(Error::Failed { branch, error, .. }) = limited else {
+        panic!("expected the failure of branch 7, got {limited:?}");
+    };
+    assert_eq!((branch.index(), error), (7, 7));
+}

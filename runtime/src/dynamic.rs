@@ -22,6 +22,11 @@ use crate::slot::{BranchResult, failures};
 use crate::trace::{BranchSpan, GatherSpan, Outcome};
 use crate::wake::chunks::{STAGE, Slots};
 
+/// The most outputs a gather makes room for before its first branch ends: beyond it, the
+/// output vector grows as outputs come, so a long iterator that ends early (at a failure, or
+/// a winner) does not reserve memory for items it never takes.
+const RESERVE_AT_MOST: usize = 1 << 16;
+
 /// What a gather knows of one slot, beside its future and its waker.
 struct Slot {
     /// The branch in the slot, while it holds a future.
@@ -205,9 +210,13 @@ where
         }
     }
 
-    /// How many items the iterator has left at least, as it tells.
+    /// How many outputs to make room for at the start: as many items as the iterator says it
+    /// has left at least, up to [`RESERVE_AT_MOST`]. An endless iterator such as `0..` says
+    /// `usize::MAX`, and a gather over it ends at its first failure or winner.
     fn items_hint(&self) -> usize {
-        self.iter.as_ref().map_or(0, |iter| iter.size_hint().0)
+        self.iter
+            .as_ref()
+            .map_or(0, |iter| iter.size_hint().0.min(RESERVE_AT_MOST))
     }
 }
 
