@@ -4,116 +4,179 @@
 //! A wake must poll only the branch it belongs to, so each branch needs a waker of its own
 //! that says which branch it is. `std::task::Wake` gives one `Arc` per waker, that is one
 //! allocation per branch; the design allows one per gather. So the wakers of a gather share one
-//! `Arc<Shared<[Cell]>>`: a header with the gather's own waker, then one small cell per
-//! branch, and a branch's `RawWaker` points at its cell. A cell holds its index and the count
-//! of cells: the index finds the start of the allocation, the count rebuilds the `Arc` to
-//! count references. The cells need no drop, so the allocation is made and freed without a
-//! loop over them.
+//! allocation: a [`Shared`] header (a reference count, the gather's own waker, the count of
+//! cells), then one small cell per branch, and a branch's `RawWaker` points at its cell. A cell
+//! holds its index, which finds the start of the allocation. The count is kept by hand rather
+//! than by an `Arc`, so that a waker reaches the header with a plain pointer (an `Arc` of a
+//! slice needs the length beside the pointer on every clone, wake and drop). The cells need no
+//! drop, so the allocation is made and freed without a loop over them.
 //!
 //! The dynamic form's slots, whose futures are pinned in chunks with their wakers, are in the
 //! part [`chunks`], for the same reason: it is the rest of the crate's `unsafe`.
 //!
 //! Every path of this module is exercised by its tests, which CI also runs under valgrind.
 
+use core::alloc::Layout;
 use core::mem::ManuallyDrop;
-use core::ptr;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::ptr::{self, NonNull};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering, fence};
 use core::task::{RawWaker, RawWakerVTable, Waker};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Mutex, PoisonError};
 
 pub(crate) mod chunks;
 
-/// The allocation the wakers of one gather share. `C` is `[Cell; N]` when it is made and
-/// `[Cell]` once unsized; `repr(C)` keeps the cells at the same offset in both.
+/// The start of the allocation the wakers of one gather share; the cells follow it.
 #[repr(C)]
-struct Shared<C: ?Sized> {
-    /// The waker of the gather's task.
-    parent: Mutex<Option<Waker>>,
+struct Shared {
+    /// How many owners the allocation has: the gather's [`Wakers`] and every branch waker it
+    /// lent that was cloned.
+    refs: AtomicUsize,
     /// Whether the gather's task was woken since it last started a poll, so that many branch
     /// wakes between two of its polls wake it once.
     notified: AtomicBool,
-    /// One cell per branch, in branch order.
-    cells: C,
+    /// How many cells follow.
+    len: u32,
+    /// The waker of the gather's task.
+    parent: Mutex<Option<Waker>>,
 }
 
 /// The cell of one branch.
+#[repr(C)]
 struct Cell {
     /// The branch's index, which is the cell's position.
     index: u32,
-    /// How many cells there are.
-    len: u32,
     /// Whether the branch was woken since it was last polled.
     woken: AtomicBool,
 }
 
-/// Where the cells start in a `Shared`, in bytes.
-const CELLS: usize = core::mem::offset_of!(Shared<[Cell; 0]>, cells);
+/// Where the cells start, in bytes from the start of the allocation: right after the header,
+/// whose size is a multiple of its alignment, which the cells' does not exceed.
+const CELLS: usize = size_of::<Shared>();
+
+const _: () = assert!(align_of::<Cell>() <= align_of::<Shared>());
+
+/// The layout of an allocation with `len` cells.
+fn layout(len: usize) -> Layout {
+    Layout::array::<Cell>(len)
+        .and_then(|cells| Layout::new::<Shared>().extend(cells))
+        .map(|(layout, cells)| {
+            debug_assert_eq!(cells, CELLS);
+            layout
+        })
+        .unwrap_or_else(|_| panic!("gather!: too many branches"))
+}
 
 /// The wakers of the branches of one gather.
 pub(crate) struct Wakers {
-    shared: Arc<Shared<[Cell]>>,
+    /// The allocation, of which this holds one count.
+    shared: NonNull<Shared>,
     /// The gather's waker as last given to the cells, to skip their lock when it is the same.
     parent: Option<Waker>,
 }
 
+// SAFETY: `Wakers` is a counted reference to its allocation, like an `Arc<Shared>`: the header
+// is atomics and a `Mutex` of a `Waker` (all `Send + Sync`), the cells are a plain index and an
+// atomic, and the allocation is freed once, by whichever owner gives back the last count, on
+// any thread.
+unsafe impl Send for Wakers {}
+// SAFETY: as for `Send`: through `&Wakers` only the atomics and the `Mutex` are reached.
+unsafe impl Sync for Wakers {}
+
 impl core::fmt::Debug for Wakers {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Wakers")
-            .field("branches", &self.shared.cells.len())
+            .field("branches", &self.shared().len)
             .finish()
     }
 }
 
 static VTABLE: RawWakerVTable = RawWakerVTable::new(clone, wake, wake_by_ref, drop_waker);
 
-/// What a branch waker reaches from its cell: the whole allocation (to count references), the
-/// branch's flag, and the gather's waker and flag.
-struct Parts<'a> {
-    shared: *const Shared<[Cell]>,
-    woken: &'a AtomicBool,
-    parent: &'a Mutex<Option<Waker>>,
-    notified: &'a AtomicBool,
-}
-
-/// The parts a branch cell reaches, found once from the cell's address: a wake needs them
-/// all, and a clone or a drop only the allocation.
+/// The header of the allocation that holds the cell `data` points at.
 ///
 /// # Safety
 ///
-/// `data` must point at a cell of a live `Arc<Shared<[Cell]>>` made by [`Wakers::new`], and
-/// the parts must not be used once the caller's count of that `Arc` is given back.
+/// `data` must point at a cell of a live allocation made by [`Wakers::new`], through a pointer
+/// derived from the allocation's start (as [`Wakers::with_waker`] makes it).
 #[inline(always)]
-unsafe fn parts<'a>(data: *const ()) -> Parts<'a> {
+unsafe fn header(data: *const ()) -> *const Shared {
     let cell = data.cast::<Cell>();
     // SAFETY: the caller guarantees `cell` points at a live cell.
-    let Cell { index, len, woken } = unsafe { &*cell };
+    let index = unsafe { (*cell).index } as usize;
     // SAFETY: the cell at position `index` is `index` cells after the first, which is `CELLS`
-    // bytes after the start of the `Shared`, all in the same allocation.
-    let start = unsafe { cell.sub(*index as usize).byte_sub(CELLS) };
-    // The start of the `Shared` with the count of its cells: the pointer its `Arc` gives.
-    let shared = ptr::slice_from_raw_parts(start, *len as usize) as *const Shared<[Cell]>;
-    // SAFETY: `shared` points at the live `Shared` that holds the cell.
-    let Shared {
-        parent, notified, ..
-    } = unsafe { &*shared };
-    Parts {
-        shared,
-        woken,
-        parent,
-        notified,
+    // bytes after the start of the allocation, all in the same allocation.
+    unsafe { cell.sub(index).byte_sub(CELLS).cast::<Shared>() }
+}
+
+/// Takes one more count of the allocation.
+///
+/// # Safety
+///
+/// `shared` must be live, held by a count of the caller's.
+#[inline(always)]
+unsafe fn acquire(shared: *const Shared) {
+    // SAFETY: the caller's count keeps the header live.
+    let old = unsafe { &(*shared).refs }.fetch_add(1, Ordering::Relaxed);
+    // As `Arc` does: a count this high means wakers were leaked by the billion; stop rather
+    // than let the count wrap around to a free.
+    if old > isize::MAX as usize {
+        std::process::abort();
     }
 }
 
-impl Parts<'_> {
-    /// Flags the branch, and wakes the gather's task unless a wake since its last poll did.
-    #[inline(always)]
-    fn wake(&self) {
-        self.woken.store(true, Ordering::Release);
-        // A plain load first: after the first wake since the gather's last poll, the others
-        // need not touch the flag.
-        if !self.notified.load(Ordering::Acquire) && !self.notified.swap(true, Ordering::AcqRel) {
-            wake_parent(self.parent);
-        }
+/// Gives back one count of the allocation, and frees it if that was the last.
+///
+/// # Safety
+///
+/// `shared` must be live, and the caller must own the count it gives back, and not use the
+/// allocation afterwards.
+#[inline(always)]
+unsafe fn release(shared: *const Shared) {
+    // SAFETY: the caller's count keeps the header live until it is given back here.
+    if unsafe { &(*shared).refs }.fetch_sub(1, Ordering::Release) == 1 {
+        // Every other owner's use of the allocation happens before this one frees it.
+        fence(Ordering::Acquire);
+        // SAFETY: that was the last count: no one else can reach the allocation.
+        unsafe { free(shared.cast_mut()) };
+    }
+}
+
+/// Frees an allocation whose last count was given back: rare, so kept out of line.
+///
+/// # Safety
+///
+/// `shared` must be an allocation of [`Wakers::new`] that no one can reach any more.
+#[cold]
+#[inline(never)]
+unsafe fn free(shared: *mut Shared) {
+    // SAFETY: no one else reaches the header; the cells need no drop.
+    let len = unsafe { (*shared).len } as usize;
+    // SAFETY: the header was written by `Wakers::new` and is dropped once, here.
+    unsafe { ptr::drop_in_place(&raw mut (*shared).parent) };
+    // SAFETY: the allocation was made by `Wakers::new` with this layout.
+    unsafe { std::alloc::dealloc(shared.cast(), layout(len)) };
+}
+
+/// Flags the branch of the cell `data` points at, and wakes the gather's task unless a wake
+/// since its last poll did.
+///
+/// # Safety
+///
+/// As for [`header`]; `shared` must be that cell's header.
+#[inline(always)]
+unsafe fn flag(data: *const (), shared: *const Shared) {
+    // SAFETY: the caller guarantees both are live.
+    let (
+        woken,
+        Shared {
+            notified, parent, ..
+        },
+    ) = unsafe { (&(*data.cast::<Cell>()).woken, &*shared) };
+    woken.store(true, Ordering::Release);
+    // A plain load first: after the first wake since the gather's last poll, the others need
+    // not touch the flag.
+    if !notified.load(Ordering::Acquire) && !notified.swap(true, Ordering::AcqRel) {
+        wake_parent(parent);
     }
 }
 
@@ -134,51 +197,95 @@ fn wake_parent(parent: &Mutex<Option<Waker>>) {
 }
 
 unsafe fn clone(data: *const ()) -> RawWaker {
-    // SAFETY: `data` comes from a waker of ours, which holds a strong count of the allocation,
-    // so it is live; the new waker takes the count added here.
-    unsafe { Arc::increment_strong_count(parts(data).shared) };
+    // SAFETY: `data` comes from a waker of ours, which holds a count of the allocation (or is
+    // lent by the `Wakers`, which does), so it is live; the new waker takes the count added
+    // here.
+    unsafe { acquire(header(data)) };
     RawWaker::new(data, &VTABLE)
 }
 
 unsafe fn wake(data: *const ()) {
-    let shared = {
-        // SAFETY: `data` comes from a live waker of ours, whose count keeps the allocation
-        // live until it is given back below, after the last use of the parts.
-        let parts = unsafe { parts(data) };
-        parts.wake();
-        parts.shared
-    };
-    // SAFETY: this waker's own count of the live allocation, given back once.
-    unsafe { Arc::decrement_strong_count(shared) };
+    // SAFETY: `data` comes from a live waker of ours, whose count keeps the allocation live
+    // until it is given back, once, after the flag is set.
+    unsafe {
+        let shared = header(data);
+        flag(data, shared);
+        release(shared);
+    }
 }
 
 unsafe fn wake_by_ref(data: *const ()) {
     // SAFETY: `data` comes from a live waker of ours, whose count keeps the allocation live.
-    unsafe { parts(data) }.wake();
+    unsafe { flag(data, header(data)) };
 }
 
 unsafe fn drop_waker(data: *const ()) {
-    // SAFETY: this waker holds one strong count of the live allocation, given back here.
-    unsafe { Arc::decrement_strong_count(parts(data).shared) };
+    // SAFETY: this waker holds one count of the live allocation, given back here.
+    unsafe { release(header(data)) };
 }
 
 impl Wakers {
     /// Wakers for `N` branches: one allocation.
     pub(crate) fn new<const N: usize>() -> Self {
         const { assert!(N <= u32::MAX as usize, "gather!: too many branches") };
-        let len = N as u32;
-        let shared: Arc<Shared<[Cell; N]>> = Arc::new(Shared {
-            parent: Mutex::new(None),
-            notified: AtomicBool::new(false),
-            cells: core::array::from_fn(|index| Cell {
-                index: index as u32,
+        Self::with_len(N as u32)
+    }
+
+    /// Wakers for `len` branches, out of line: made once per gather, by its first branch to
+    /// wait.
+    #[inline(never)]
+    fn with_len(len: u32) -> Self {
+        let layout = layout(len as usize);
+        // SAFETY: the layout has a nonzero size (the header's).
+        let start = unsafe { std::alloc::alloc(layout) };
+        let Some(shared) = NonNull::new(start.cast::<Shared>()) else {
+            std::alloc::handle_alloc_error(layout)
+        };
+        // SAFETY: the allocation is fresh, with room and alignment for the header and `len`
+        // cells after it; each is written once, in place.
+        unsafe {
+            shared.write(Shared {
+                refs: AtomicUsize::new(1),
+                notified: AtomicBool::new(false),
                 len,
-                woken: AtomicBool::new(false),
-            }),
-        });
+                parent: Mutex::new(None),
+            });
+            let cells = start.add(CELLS).cast::<Cell>();
+            for index in 0..len {
+                cells.add(index as usize).write(Cell {
+                    index,
+                    woken: AtomicBool::new(false),
+                });
+            }
+        }
         Wakers {
             shared,
             parent: None,
+        }
+    }
+
+    /// The header.
+    #[inline(always)]
+    fn shared(&self) -> &Shared {
+        // SAFETY: this holds a count of the allocation, which keeps it live while borrowed.
+        unsafe { self.shared.as_ref() }
+    }
+
+    /// The cell of branch `branch`, as a pointer derived from the start of the allocation, so
+    /// that a waker may step back from it to the header.
+    #[inline(always)]
+    fn cell(&self, branch: usize) -> *const Cell {
+        assert!(
+            branch < self.shared().len as usize,
+            "gather!: no waker for branch {branch}"
+        );
+        // SAFETY: `branch` is in bounds, checked above, so the cell is in the allocation.
+        unsafe {
+            self.shared
+                .as_ptr()
+                .byte_add(CELLS)
+                .cast::<Cell>()
+                .add(branch)
         }
     }
 
@@ -187,7 +294,7 @@ impl Wakers {
     pub(crate) fn set_parent(&mut self, waker: &Waker) {
         let Shared {
             parent, notified, ..
-        } = &*self.shared;
+        } = self.shared();
         notified.store(false, Ordering::Release);
         if self.parent.as_ref().is_some_and(|p| p.will_wake(waker)) {
             return;
@@ -199,7 +306,8 @@ impl Wakers {
     /// Whether branch `branch` was woken since this was last asked; clears the flag.
     #[inline(always)]
     pub(crate) fn take_woken(&self, branch: usize) -> bool {
-        let woken = &self.shared.cells[branch].woken;
+        // SAFETY: the cell is in the allocation, which this keeps live while borrowed.
+        let woken = unsafe { &(*self.cell(branch)).woken };
         // A plain load first: most branches were not woken, and a swap costs much more.
         woken.load(Ordering::Relaxed) && woken.swap(false, Ordering::Acquire)
     }
@@ -208,29 +316,32 @@ impl Wakers {
     /// waker is only lent, and cloned (with a count of its own) if the branch keeps it.
     #[inline(always)]
     pub(crate) fn with_waker<R>(&self, branch: usize, f: impl FnOnce(&Waker) -> R) -> R {
-        assert!(
-            branch < self.shared.cells.len(),
-            "gather!: no waker for branch {branch}"
-        );
-        // From the pointer to the whole allocation, so that `parts` may step back to its start.
-        // SAFETY: the pointer is the live `Arc`'s, and `branch` is in bounds, checked above.
-        let cell = unsafe {
-            (&raw const (*Arc::as_ptr(&self.shared)).cells)
-                .cast::<Cell>()
-                .add(branch)
-        };
-        // SAFETY: `cell` is a cell of `self.shared`, which outlives the lent waker; the
+        let cell = self.cell(branch);
+        // SAFETY: `cell` is a cell of this allocation, which outlives the lent waker; the
         // `ManuallyDrop` keeps the lent waker from giving back a count it never took.
         let waker =
             ManuallyDrop::new(unsafe { Waker::from_raw(RawWaker::new(cell.cast(), &VTABLE)) });
         f(&waker)
+    }
+
+    /// How many owners the allocation has, for the tests.
+    #[cfg(test)]
+    fn refs(&self) -> usize {
+        self.shared().refs.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Wakers {
+    fn drop(&mut self) {
+        // SAFETY: this holds one count of the live allocation, given back once, here.
+        unsafe { release(self.shared.as_ptr()) };
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::AtomicUsize;
+    use std::sync::Arc;
     use std::task::Wake;
 
     /// A parent waker that counts its wakes.
@@ -283,7 +394,7 @@ mod tests {
         let wakers = Wakers::new::<2>();
         let kept = wakers.with_waker(0, Waker::clone);
         let kept_too = kept.clone();
-        assert_eq!(Arc::strong_count(&wakers.shared), 3);
+        assert_eq!(wakers.refs(), 3);
         drop(wakers);
         // The cells outlive the gather while wakers are kept; wakes still work.
         kept.wake_by_ref();
@@ -297,10 +408,10 @@ mod tests {
     fn a_lent_waker_takes_no_count() {
         let wakers = Wakers::new::<1>();
         wakers.with_waker(0, |waker| {
-            assert_eq!(Arc::strong_count(&wakers.shared), 1);
+            assert_eq!(wakers.refs(), 1);
             waker.wake_by_ref();
         });
-        assert_eq!(Arc::strong_count(&wakers.shared), 1);
+        assert_eq!(wakers.refs(), 1);
         assert!(wakers.take_woken(0));
     }
 
