@@ -272,21 +272,20 @@ impl Wakers {
     }
 
     /// The cell of branch `branch`, as a pointer derived from the start of the allocation, so
-    /// that a waker may step back from it to the header.
+    /// that a waker may step back from it to the header; `None` past the last branch.
     #[inline(always)]
-    fn cell(&self, branch: usize) -> *const Cell {
-        assert!(
-            branch < self.shared().len as usize,
-            "gather!: no waker for branch {branch}"
-        );
+    fn cell(&self, branch: usize) -> Option<*const Cell> {
+        if branch >= self.shared().len as usize {
+            return None;
+        }
         // SAFETY: `branch` is in bounds, checked above, so the cell is in the allocation.
-        unsafe {
+        Some(unsafe {
             self.shared
                 .as_ptr()
                 .byte_add(CELLS)
                 .cast::<Cell>()
                 .add(branch)
-        }
+        })
     }
 
     /// Remembers the waker of the gather's task, which the first branch wake after this wakes.
@@ -306,8 +305,11 @@ impl Wakers {
     /// Whether branch `branch` was woken since this was last asked; clears the flag.
     #[inline(always)]
     pub(crate) fn take_woken(&self, branch: usize) -> bool {
+        let Some(cell) = self.cell(branch) else {
+            return false;
+        };
         // SAFETY: the cell is in the allocation, which this keeps live while borrowed.
-        let woken = unsafe { &(*self.cell(branch)).woken };
+        let woken = unsafe { &(*cell).woken };
         // A plain load first: most branches were not woken, and a swap costs much more.
         woken.load(Ordering::Relaxed) && woken.swap(false, Ordering::Acquire)
     }
@@ -316,7 +318,10 @@ impl Wakers {
     /// waker is only lent, and cloned (with a count of its own) if the branch keeps it.
     #[inline(always)]
     pub(crate) fn with_waker<R>(&self, branch: usize, f: impl FnOnce(&Waker) -> R) -> R {
-        let cell = self.cell(branch);
+        // No formatted message: the index would be kept for it on every call.
+        let Some(cell) = self.cell(branch) else {
+            panic!("gather!: no waker for a branch past the last")
+        };
         // SAFETY: `cell` is a cell of this allocation, which outlives the lent waker; the
         // `ManuallyDrop` keeps the lent waker from giving back a count it never took.
         let waker =
