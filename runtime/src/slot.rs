@@ -389,7 +389,8 @@ impl<F, O, const N: usize> Slot<'_, F, O, N> {
             Poll::Pending => {
                 record.pending = true;
                 if N >= OWN_WAKERS_FROM && record.wakers.is_none() {
-                    // The first branch to wait: the one allocation of the gather.
+                    // The first branch to wait: the one allocation of the gather, or none
+                    // when the thread has a spare from an earlier gather.
                     let mut wakers = Wakers::new::<N>();
                     wakers.set_parent(cx.waker());
                     record.wakers = Some(wakers);

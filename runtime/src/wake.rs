@@ -9,7 +9,9 @@
 //! holds its index, which finds the start of the allocation. The count is kept by hand rather
 //! than by an `Arc`, so that a waker reaches the header with a plain pointer (an `Arc` of a
 //! slice needs the length beside the pointer on every clone, wake and drop). The cells need no
-//! drop, so the allocation is made and freed without a loop over them.
+//! drop, so the allocation is made and freed without a loop over them. A gather that ends with
+//! no waker of its branches left keeps its allocation as the thread's spare, which the next
+//! gather on the thread takes if it has room: gathers run one after another allocate once.
 //!
 //! The dynamic form's slots, whose futures are pinned in chunks with their wakers, are in the
 //! part [`chunks`], for the same reason: it is the rest of the crate's `unsafe`.
@@ -141,6 +143,24 @@ unsafe fn release(shared: *const Shared) {
     }
 }
 
+/// Writes the first `len` cells after the header `shared`, none of them woken.
+///
+/// # Safety
+///
+/// The allocation must have room for `len` cells, and no one else may reach them.
+unsafe fn write_cells(shared: NonNull<Shared>, len: u32) {
+    // SAFETY: the caller guarantees room for `len` cells after the header.
+    let cells = unsafe { shared.as_ptr().byte_add(CELLS).cast::<Cell>() };
+    for index in 0..len {
+        let cell = Cell {
+            index,
+            woken: AtomicBool::new(false),
+        };
+        // SAFETY: cell `index` is in the allocation; no one else reaches it.
+        unsafe { cells.add(index as usize).write(cell) };
+    }
+}
+
 /// Frees an allocation whose last count was given back: rare, so kept out of line.
 ///
 /// # Safety
@@ -232,9 +252,15 @@ impl Wakers {
     }
 
     /// Wakers for `len` branches, out of line: made once per gather, by its first branch to
-    /// wait.
+    /// wait. Takes the thread's spare allocation if it has room, else makes one.
     #[inline(never)]
     fn with_len(len: u32) -> Self {
+        if let Some(shared) = Spare::take(len) {
+            return Wakers {
+                shared,
+                parent: None,
+            };
+        }
         let layout = layout(len as usize);
         // SAFETY: the layout has a nonzero size (the header's).
         let start = unsafe { std::alloc::alloc(layout) };
@@ -250,13 +276,7 @@ impl Wakers {
                 len,
                 parent: Mutex::new(None),
             });
-            let cells = start.add(CELLS).cast::<Cell>();
-            for index in 0..len {
-                cells.add(index as usize).write(Cell {
-                    index,
-                    woken: AtomicBool::new(false),
-                });
-            }
+            write_cells(shared, len);
         }
         Wakers {
             shared,
@@ -338,8 +358,84 @@ impl Wakers {
 
 impl Drop for Wakers {
     fn drop(&mut self) {
-        // SAFETY: this holds one count of the live allocation, given back once, here.
-        unsafe { release(self.shared.as_ptr()) };
+        // The last owner: no branch kept a waker, so the allocation may serve the thread's
+        // next gather. The load synchronizes with the releases of the wakers that were dropped,
+        // so that their uses happen before the reuse.
+        if self.shared().refs.load(Ordering::Acquire) == 1 {
+            Spare::keep(self.shared);
+        } else {
+            // SAFETY: this holds one count of the live allocation, given back once, here.
+            unsafe { release(self.shared.as_ptr()) };
+        }
+    }
+}
+
+/// One allocation of wakers that a gather let go of with no waker of it left, kept for the
+/// thread's next gather: a thread that runs gathers one after another allocates once.
+struct Spare(std::cell::Cell<Option<NonNull<Shared>>>);
+
+thread_local! {
+    static SPARE: Spare = const { Spare(std::cell::Cell::new(None)) };
+}
+
+impl Spare {
+    /// The thread's spare allocation, if it has at least `len` cells, made ready for a new
+    /// gather: no branch flagged, the gather's task not woken. Its count is the caller's.
+    fn take(len: u32) -> Option<NonNull<Shared>> {
+        let shared = SPARE.try_with(|spare| spare.0.take()).ok().flatten()?;
+        // SAFETY: a spare is live, and its one count is now the caller's: no one else reaches
+        // it (a spare has no waker out, and no owner but the thread's `SPARE`).
+        let header = unsafe { &*shared.as_ptr() };
+        if header.len < len {
+            // SAFETY: as above; freed once, here.
+            unsafe { free(shared.as_ptr()) };
+            return None;
+        }
+        header.notified.store(false, Ordering::Relaxed);
+        // SAFETY: the first `len` cells are in the allocation, which no one else reaches.
+        let cells = unsafe { shared.as_ptr().byte_add(CELLS).cast::<Cell>() };
+        for index in 0..len as usize {
+            // SAFETY: as above; cell `index` is in bounds.
+            unsafe { &(*cells.add(index)).woken }.store(false, Ordering::Relaxed);
+        }
+        Some(shared)
+    }
+
+    /// Keeps `shared`, whose one count the caller gives up, as the thread's spare (the larger
+    /// of it and the spare there was, the other freed), without the gather's waker, which it
+    /// must not keep alive.
+    fn keep(shared: NonNull<Shared>) {
+        // SAFETY: the caller holds the one count, so no one else reaches the allocation.
+        let parent = unsafe { &mut (*shared.as_ptr()).parent };
+        let parent = parent
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let freed = match SPARE.try_with(|spare| spare.0.replace(Some(shared))) {
+            // SAFETY: both are live spares, reached by no one else.
+            Ok(Some(other)) if unsafe { (*other.as_ptr()).len > (*shared.as_ptr()).len } => {
+                SPARE.with(|spare| spare.0.set(Some(other)));
+                Some(shared)
+            }
+            Ok(other) => other,
+            // The thread is ending and its spare is gone.
+            Err(_) => Some(shared),
+        };
+        if let Some(freed) = freed {
+            // SAFETY: no one else reaches it, and it is no spare any more; freed once, here.
+            unsafe { free(freed.as_ptr()) };
+        }
+        // Dropped last, outside the thread-local: a waker's drop may run code of its own.
+        drop(parent);
+    }
+}
+
+impl Drop for Spare {
+    fn drop(&mut self) {
+        if let Some(shared) = self.0.take() {
+            // SAFETY: a spare is reached by no one else; freed once, here, as the thread ends.
+            unsafe { free(shared.as_ptr()) };
+        }
     }
 }
 
@@ -464,5 +560,78 @@ mod tests {
         // No poll of the gather came between the wakes: it was woken once.
         assert_eq!(count.0.load(Ordering::SeqCst), 1);
         drop(kept);
+    }
+
+    #[test]
+    fn a_gathers_wakers_serve_the_next_gather_on_its_thread_cleared() {
+        let mut wakers = Wakers::new::<3>();
+        let (count, waker) = parent();
+        wakers.set_parent(&waker);
+        wakers.with_waker(1, Waker::wake_by_ref);
+        let first = wakers.shared;
+        drop(wakers);
+        assert_eq!(
+            Arc::strong_count(&count),
+            2,
+            "the spare keeps no waker of the gather"
+        );
+        let mut again = Wakers::new::<2>();
+        assert_eq!(again.shared, first, "a smaller gather takes the spare");
+        assert!(
+            !again.take_woken(1),
+            "the flags of the last gather are cleared"
+        );
+        assert!(!again.shared().notified.load(Ordering::SeqCst));
+        // The new gather's task is the one woken.
+        let (second, other) = parent();
+        again.set_parent(&other);
+        again.with_waker(0, Waker::wake_by_ref);
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        assert_eq!(second.0.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn wakers_kept_by_a_branch_are_not_reused() {
+        let wakers = Wakers::new::<2>();
+        let kept = wakers.with_waker(0, Waker::clone);
+        let first = wakers.shared;
+        drop(wakers);
+        let other = Wakers::new::<2>();
+        assert_ne!(other.shared, first);
+        kept.wake_by_ref();
+        drop(other);
+        drop(kept); // the last count: frees the cells (valgrind checks nothing leaks)
+    }
+
+    #[test]
+    fn the_larger_spare_is_kept_and_a_smaller_one_is_not_used() {
+        let large = Wakers::new::<4>();
+        let small = Wakers::new::<1>();
+        drop(large);
+        drop(small); // freed: the spare has more cells
+        assert!(Wakers::new::<3>().shared().len >= 4);
+        // Too small for 6: freed, and a new allocation is made.
+        let larger = Wakers::new::<6>();
+        assert_eq!(larger.shared().len, 6);
+        larger.with_waker(5, Waker::wake_by_ref);
+        assert!(larger.take_woken(5));
+    }
+
+    #[test]
+    fn the_spare_is_freed_when_its_thread_ends() {
+        std::thread::spawn(|| drop(Wakers::new::<2>()))
+            .join()
+            .expect("the thread ends");
+        // Dropped while the thread ends, after its spare: freed at once.
+        struct Late;
+        impl Drop for Late {
+            fn drop(&mut self) {
+                drop(Wakers::new::<1>());
+            }
+        }
+        thread_local! { static LATE: Late = const { Late }; }
+        std::thread::spawn(|| LATE.with(|_| drop(Wakers::new::<1>())))
+            .join()
+            .expect("the thread ends");
     }
 }
