@@ -176,6 +176,7 @@ fn fixed(
                 out: ::core::option::Option::None,
                 trace: #k::__private::BranchSpan::NONE,
                 own_waker: false,
+                finished: false,
                 guarded: false,
             },
         }

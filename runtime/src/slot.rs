@@ -33,6 +33,11 @@ pub struct Slot<'a, F, O, const N: usize> {
     /// Whether the branch was last polled with its own waker: it is then polled again only
     /// when that waker was woken.
     pub own_waker: bool,
+    /// From `OWN_WAKERS_FROM` branches on, whether the branch future finished: a pass then
+    /// skips it on this flag, beside the others, without reaching for the future (below, the
+    /// future is at hand anyway). A branch the gather cancels is not marked: no pass follows a
+    /// cancel, and `fut` says it all.
+    pub finished: bool,
     /// Whether the branch future is itself a guard of a task (an adopted `JoinHandle`, or a
     /// spawned branch), whose task is then known as this branch's when the gather cancels it.
     /// Set by `gather!` with a [`Probe`].
@@ -346,7 +351,11 @@ impl<F, O, const N: usize> Slot<'_, F, O, N> {
             record.pending = true;
             return true;
         }
-        self.fut.is_none()
+        if N >= OWN_WAKERS_FROM {
+            self.finished
+        } else {
+            self.fut.is_none()
+        }
     }
 
     /// Polls the branch if it is running, or may start under `limit`. `Some(output)` the one
@@ -383,6 +392,9 @@ impl<F, O, const N: usize> Slot<'_, F, O, N> {
             Poll::Ready(out) => {
                 self.fut.set(None);
                 self.own_waker = false;
+                if N >= OWN_WAKERS_FROM {
+                    self.finished = true;
+                }
                 record.running -= 1;
                 Poll::Ready(Some(out))
             }
