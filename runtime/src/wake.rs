@@ -361,7 +361,7 @@ impl Drop for Wakers {
         // The last owner: no branch kept a waker, so the allocation may serve the thread's
         // next gather. The load synchronizes with the releases of the wakers that were dropped,
         // so that their uses happen before the reuse.
-        if self.shared().refs.load(Ordering::Acquire) == 1 {
+        if self.shared().refs.load(Ordering::Acquire) == 1 && self.shared().len <= SPARE_MAX {
             Spare::keep(self.shared);
         } else {
             // SAFETY: this holds one count of the live allocation, given back once, here.
@@ -369,6 +369,10 @@ impl Drop for Wakers {
         }
     }
 }
+
+/// The most cells a spare may have: a gather of more branches frees its allocation, so that a
+/// thread keeps at most a few kilobytes for its next gather.
+const SPARE_MAX: u32 = 1024;
 
 /// One allocation of wakers that a gather let go of with no waker of it left, kept for the
 /// thread's next gather: a thread that runs gathers one after another allocates once.
@@ -633,5 +637,17 @@ mod tests {
         std::thread::spawn(|| LATE.with(|_| drop(Wakers::new::<1>())))
             .join()
             .expect("the thread ends");
+    }
+
+    #[test]
+    fn a_thread_keeps_no_spare_past_the_largest_size() {
+        std::thread::spawn(|| {
+            drop(Wakers::new::<{ SPARE_MAX as usize + 1 }>());
+            assert!(SPARE.with(|spare| spare.0.get()).is_none());
+            drop(Wakers::new::<{ SPARE_MAX as usize }>());
+            assert!(SPARE.with(|spare| spare.0.get()).is_some());
+        })
+        .join()
+        .expect("the thread ends");
     }
 }
