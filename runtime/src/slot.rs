@@ -144,12 +144,10 @@ impl<T, E> BranchResult for Result<T, E> {
 const OWN_WAKERS_FROM: usize = 16;
 
 /// What the polls of a fixed-form gather found so far, shared by its branches: which branches
-/// may run under `limit`, whether one is still running (reset before each pass over the
-/// branches), the failure that ends a `cancel` gather, the failures of `finish` and
-/// `race_ok`, the winner of a race.
+/// may run under `limit`, how many are running, the failure that ends a `cancel` gather, the
+/// failures of `finish` and `race_ok`, the winner of a race.
 #[derive(Debug)]
 pub struct Record<E> {
-    pending: bool,
     failure: Option<(usize, E)>,
     errors: Vec<(usize, E)>,
     winner: Option<usize>,
@@ -175,7 +173,6 @@ impl<E> Record<E> {
     pub fn new(limit: usize, names: &'static [&'static str], policy: &'static str) -> Self {
         let started = limit.min(names.len());
         Record {
-            pending: false,
             failure: None,
             errors: Vec::new(),
             winner: None,
@@ -221,16 +218,16 @@ impl<E> Record<E> {
     /// Starts a pass over the branches, in a poll of the gather's task woken by `cx`.
     #[inline]
     pub fn begin(&mut self, cx: &Context<'_>) {
-        self.pending = false;
         if let Some(wakers) = &mut self.wakers {
             wakers.set_parent(cx.waker());
         }
     }
 
-    /// Whether a branch is still running, or waiting for its turn under `limit`.
+    /// Whether a branch is still running, or waiting for its turn under `limit`: told by the
+    /// counts, rather than by a flag that every pending or skipped branch would set.
     #[inline]
     pub fn pending(&self) -> bool {
-        self.pending
+        self.running > 0 || self.started < self.names.len()
     }
 
     /// The failure that ends a `cancel` gather, as its branch index and error.
@@ -274,7 +271,6 @@ impl<E> Record<E> {
             return true;
         }
         if self.running >= self.limit {
-            self.pending = true;
             return false;
         }
         self.started += 1;
@@ -345,11 +341,7 @@ impl<F, O, const N: usize> Slot<'_, F, O, N> {
     fn skips<E>(&self, record: &mut Record<E>, index: usize) -> bool {
         if self.own_waker {
             // A branch with its own waker is running, and the record has the wakers.
-            if record.wakers.as_ref().is_some_and(|w| w.take_woken(index)) {
-                return false;
-            }
-            record.pending = true;
-            return true;
+            return !record.wakers.as_ref().is_some_and(|w| w.take_woken(index));
         }
         if N >= OWN_WAKERS_FROM {
             self.finished
@@ -399,7 +391,6 @@ impl<F, O, const N: usize> Slot<'_, F, O, N> {
                 Poll::Ready(Some(out))
             }
             Poll::Pending => {
-                record.pending = true;
                 if N >= OWN_WAKERS_FROM && record.wakers.is_none() {
                     // The first branch to wait: the one allocation of the gather, or none
                     // when the thread has a spare from an earlier gather.
