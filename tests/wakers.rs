@@ -3,7 +3,8 @@
 //! they should; in the dynamic form a wake polls only the branch it belongs to; and a waker kept
 //! after `gather!` has returned can be woken, cloned and dropped in any order, from any thread,
 //! without a crash, without waking a branch, and without keeping the gather's state alive once
-//! the last one is dropped.
+//! the last one is dropped; and the fixed form's wakers, which the next gather on the thread
+//! reuses when none was kept, carry no wake of the gather before.
 
 use std::future::{Future, pending, poll_fn};
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
@@ -16,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use futures::executor::block_on;
 use gather::{Error, gather};
-use gather_tests::{Journal, Live, Probe, Wakes};
+use gather_tests::{Gate, Journal, Live, Probe, Wakes};
 
 // ---- a bell rung from other threads ----------------------------------------------------------
 
@@ -640,4 +641,94 @@ fn dynamic_clones_woken_and_dropped_in_every_order_poll_only_their_branch_once()
     let _ = cx;
     drop(waker);
     assert_eq!(Arc::strong_count(&parent), 1);
+}
+
+// ---- the wakers of one gather serving the next on the same thread ------------------------------
+
+/// Wakes itself at every poll, the last one too, so that its gather ends with the branch's
+/// wake flag raised; pending once before that.
+async fn restless() {
+    let mut left = 1;
+    poll_fn(|cx| {
+        cx.waker().wake_by_ref();
+        if left == 0 {
+            return Poll::Ready(());
+        }
+        left -= 1;
+        Poll::Pending
+    })
+    .await;
+}
+
+/// Twenty branches, enough for each to have a waker of its own.
+macro_rules! twenty {
+    ($policy:ident; $branch:expr) => {
+        gather!(policy = $policy;
+            ($branch)(0), ($branch)(1), ($branch)(2), ($branch)(3), ($branch)(4),
+            ($branch)(5), ($branch)(6), ($branch)(7), ($branch)(8), ($branch)(9),
+            ($branch)(10), ($branch)(11), ($branch)(12), ($branch)(13), ($branch)(14),
+            ($branch)(15), ($branch)(16), ($branch)(17), ($branch)(18), ($branch)(19),
+        )
+    };
+}
+
+#[test]
+fn fixed_wakers_the_next_gather_on_a_thread_reuses_carry_no_wake_of_the_last() {
+    // The first gather ends with every branch's flag raised, and no waker kept: the thread
+    // keeps its wakers for the next gather.
+    let _ = block_on(async { twenty!(settle; |_| restless()) });
+
+    let journal = Journal::new();
+    let gates: Vec<Gate> = (0..20).map(|_| Gate::new()).collect();
+    let parent = Wakes::new();
+    let waker = parent.waker();
+    let mut cx = Context::from_waker(&waker);
+    let mut fut = Box::pin(async {
+        twenty!(settle; |i: usize| journal.probe(i.to_string(), gates[i].wait()))
+    });
+    assert!(fut.as_mut().poll(&mut cx).is_pending());
+    // A poll with no branch woken: the branches that wait with wakers of their own (all but
+    // the first, which waited before there were any) are not polled.
+    assert!(fut.as_mut().poll(&mut cx).is_pending());
+    for i in 1..20 {
+        assert_eq!(
+            journal.polls(&i.to_string()),
+            1,
+            "branch {i} was polled for a wake of the last gather"
+        );
+    }
+    gates[7].open();
+    assert!(fut.as_mut().poll(&mut cx).is_pending());
+    assert_eq!(journal.polls("7"), 2);
+    assert_eq!(journal.polls("8"), 1);
+    gates.iter().for_each(Gate::open);
+    assert!(fut.as_mut().poll(&mut cx).is_ready());
+    assert!((0..20).all(|i| journal.polls(&i.to_string()) <= 3));
+}
+
+#[test]
+fn fixed_wakers_kept_past_a_gather_never_wake_the_next_gathers_branches() {
+    let slots: Vec<Slot> = (0..20).map(|_| Slot::default()).collect();
+    let _ = block_on(async { twenty!(settle; |i: usize| stash(Arc::clone(&slots[i]), 1)) });
+    let kept = take_wakers(&slots);
+
+    let journal = Journal::new();
+    let gates: Vec<Gate> = (0..20).map(|_| Gate::new()).collect();
+    let parent = Wakes::new();
+    let waker = parent.waker();
+    let mut cx = Context::from_waker(&waker);
+    let mut fut = Box::pin(async {
+        twenty!(settle; |i: usize| journal.probe(i.to_string(), gates[i].wait()))
+    });
+    assert!(fut.as_mut().poll(&mut cx).is_pending());
+    // The first gather's wakers, woken from other threads, reach none of these branches.
+    hammer(&kept);
+    assert!(fut.as_mut().poll(&mut cx).is_pending());
+    for i in 1..20 {
+        assert_eq!(journal.polls(&i.to_string()), 1, "branch {i} was polled");
+    }
+    gates.iter().for_each(Gate::open);
+    assert!(fut.as_mut().poll(&mut cx).is_ready());
+    drop(fut);
+    drop_scrambled(kept, 5);
 }

@@ -12,7 +12,7 @@
 //! under the branch.
 
 use proc_macro2::{Ident, Span, TokenStream};
-use quote::{format_ident, quote, quote_spanned};
+use quote::{quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{Lifetime, LitStr};
 
@@ -149,30 +149,43 @@ fn fixed(
         ..
     } = n;
     let site = Span::mixed_site();
-    let slots: Vec<Ident> = (0..branches.len())
-        .map(|i| format_ident!("__gather_b{}", i, span = site))
+    // The slots live in one tuple, which the poll closure reaches through one reference (a
+    // reference per slot would cost a pointer per branch in the gather's future, and a load
+    // per branch in each pass); inside the closure, slot `i` is `__gather_slots.i`.
+    let all = Ident::new("__gather_slots", site);
+    let slots: Vec<TokenStream> = branches
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            let field = syn::Index {
+                span: b.span,
+                ..syn::Index::from(i)
+            };
+            quote_spanned!(b.span=> #all.#field)
+        })
         .collect();
     let indices: Vec<usize> = (0..branches.len()).collect();
     // The branch count, which chooses how the runtime compiles a branch's poll.
     let count = proc_macro2::Literal::usize_unsuffixed(branches.len());
 
-    let slot_lets = branches
-        .iter()
-        .zip(&slots)
-        .zip(&indices)
-        .map(|((branch, slot), i)| {
-            let future = branch_future(n, gather, &branch.expr, branch.span, &quote!(#i));
-            quote! {
-                let mut #slot = #k::__private::Slot::<_, _, #count> {
-                    fut: ::core::pin::pin!(::core::option::Option::Some(#future)),
-                    out: ::core::option::Option::None,
-                    trace: #k::__private::BranchSpan::NONE,
-                    own_waker: false,
-                    guarded: false,
-                };
-                #slot.guarded = (&#k::__private::Probe::of(&#slot.fut)).guarded();
-            }
-        });
+    let slot_exprs = branches.iter().zip(&indices).map(|(branch, i)| {
+        let future = branch_future(n, gather, &branch.expr, branch.span, &quote!(#i));
+        quote! {
+            #k::__private::Slot::<_, _, #count> {
+                fut: ::core::pin::pin!(::core::option::Option::Some(#future)),
+                out: ::core::option::Option::None,
+                trace: #k::__private::BranchSpan::NONE,
+                own_waker: false,
+                finished: false,
+                guarded: false,
+            },
+        }
+    });
+    let probes = slots.iter().map(|slot| {
+        quote! {
+            #slot.guarded = (&#k::__private::Probe::of(&#slot.fut)).guarded();
+        }
+    });
     let name_lits = branches.iter().map(|b| LitStr::new(&b.name, b.span));
     // `settle` and `race` have no error type; the others take it from their branches.
     let error_type = match gather.policy {
@@ -181,7 +194,8 @@ fn fixed(
     };
     let policy_name = gather.policy.name();
     let setup = quote! {
-        #(#slot_lets)*
+        let mut #all = ( #(#slot_exprs)* );
+        #(#probes)*
         let #names: &'static [&'static str] = &[ #(#name_lits),* ];
         let mut #record = #k::__private::Record::<#error_type>::new(#limit, #names, #policy_name);
         // Made only when the gather ends early: a gather that ends with every branch's
@@ -371,6 +385,8 @@ fn fixed(
     )
     .then(|| quote!(#reaper.keep_finished(&mut #out);));
     let poll = quote! {
+        // One capture for every slot: the closure borrows the whole tuple.
+        let #all = &mut #all;
         #run: {
             // A reaper is made only by ending early, with an outcome or with a panic.
             if #reaper.is_some() {

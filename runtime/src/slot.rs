@@ -33,6 +33,11 @@ pub struct Slot<'a, F, O, const N: usize> {
     /// Whether the branch was last polled with its own waker: it is then polled again only
     /// when that waker was woken.
     pub own_waker: bool,
+    /// From `OWN_WAKERS_FROM` branches on, whether the branch future finished: a pass then
+    /// skips it on this flag, beside the others, without reaching for the future (below, the
+    /// future is at hand anyway). A branch the gather cancels is not marked: no pass follows a
+    /// cancel, and `fut` says it all.
+    pub finished: bool,
     /// Whether the branch future is itself a guard of a task (an adopted `JoinHandle`, or a
     /// spawned branch), whose task is then known as this branch's when the gather cancels it.
     /// Set by `gather!` with a [`Probe`].
@@ -139,12 +144,10 @@ impl<T, E> BranchResult for Result<T, E> {
 const OWN_WAKERS_FROM: usize = 16;
 
 /// What the polls of a fixed-form gather found so far, shared by its branches: which branches
-/// may run under `limit`, whether one is still running (reset before each pass over the
-/// branches), the failure that ends a `cancel` gather, the failures of `finish` and
-/// `race_ok`, the winner of a race.
+/// may run under `limit`, how many are running, the failure that ends a `cancel` gather, the
+/// failures of `finish` and `race_ok`, the winner of a race.
 #[derive(Debug)]
 pub struct Record<E> {
-    pending: bool,
     failure: Option<(usize, E)>,
     errors: Vec<(usize, E)>,
     winner: Option<usize>,
@@ -170,7 +173,6 @@ impl<E> Record<E> {
     pub fn new(limit: usize, names: &'static [&'static str], policy: &'static str) -> Self {
         let started = limit.min(names.len());
         Record {
-            pending: false,
             failure: None,
             errors: Vec::new(),
             winner: None,
@@ -216,16 +218,16 @@ impl<E> Record<E> {
     /// Starts a pass over the branches, in a poll of the gather's task woken by `cx`.
     #[inline]
     pub fn begin(&mut self, cx: &Context<'_>) {
-        self.pending = false;
         if let Some(wakers) = &mut self.wakers {
             wakers.set_parent(cx.waker());
         }
     }
 
-    /// Whether a branch is still running, or waiting for its turn under `limit`.
+    /// Whether a branch is still running, or waiting for its turn under `limit`: told by the
+    /// counts, rather than by a flag that every pending or skipped branch would set.
     #[inline]
     pub fn pending(&self) -> bool {
-        self.pending
+        self.running > 0 || self.started < self.names.len()
     }
 
     /// The failure that ends a `cancel` gather, as its branch index and error.
@@ -269,7 +271,6 @@ impl<E> Record<E> {
             return true;
         }
         if self.running >= self.limit {
-            self.pending = true;
             return false;
         }
         self.started += 1;
@@ -340,13 +341,13 @@ impl<F, O, const N: usize> Slot<'_, F, O, N> {
     fn skips<E>(&self, record: &mut Record<E>, index: usize) -> bool {
         if self.own_waker {
             // A branch with its own waker is running, and the record has the wakers.
-            if record.wakers.as_ref().is_some_and(|w| w.take_woken(index)) {
-                return false;
-            }
-            record.pending = true;
-            return true;
+            return !record.wakers.as_ref().is_some_and(|w| w.take_woken(index));
         }
-        self.fut.is_none()
+        if N >= OWN_WAKERS_FROM {
+            self.finished
+        } else {
+            self.fut.is_none()
+        }
     }
 
     /// Polls the branch if it is running, or may start under `limit`. `Some(output)` the one
@@ -383,13 +384,16 @@ impl<F, O, const N: usize> Slot<'_, F, O, N> {
             Poll::Ready(out) => {
                 self.fut.set(None);
                 self.own_waker = false;
+                if N >= OWN_WAKERS_FROM {
+                    self.finished = true;
+                }
                 record.running -= 1;
                 Poll::Ready(Some(out))
             }
             Poll::Pending => {
-                record.pending = true;
                 if N >= OWN_WAKERS_FROM && record.wakers.is_none() {
-                    // The first branch to wait: the one allocation of the gather.
+                    // The first branch to wait: the one allocation of the gather, or none
+                    // when the thread has a spare from an earlier gather.
                     let mut wakers = Wakers::new::<N>();
                     wakers.set_parent(cx.waker());
                     record.wakers = Some(wakers);

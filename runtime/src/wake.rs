@@ -4,116 +4,199 @@
 //! A wake must poll only the branch it belongs to, so each branch needs a waker of its own
 //! that says which branch it is. `std::task::Wake` gives one `Arc` per waker, that is one
 //! allocation per branch; the design allows one per gather. So the wakers of a gather share one
-//! `Arc<Shared<[Cell]>>`: a header with the gather's own waker, then one small cell per
-//! branch, and a branch's `RawWaker` points at its cell. A cell holds its index and the count
-//! of cells: the index finds the start of the allocation, the count rebuilds the `Arc` to
-//! count references. The cells need no drop, so the allocation is made and freed without a
-//! loop over them.
+//! allocation: a [`Shared`] header (a reference count, the gather's own waker, the count of
+//! cells), then one small cell per branch, and a branch's `RawWaker` points at its cell. A cell
+//! holds its index, which finds the start of the allocation. The count is kept by hand rather
+//! than by an `Arc`, so that a waker reaches the header with a plain pointer (an `Arc` of a
+//! slice needs the length beside the pointer on every clone, wake and drop). The cells need no
+//! drop, so the allocation is made and freed without a loop over them. A gather that ends with
+//! no waker of its branches left keeps its allocation as the thread's spare, which the next
+//! gather on the thread takes if it has room: gathers run one after another allocate once.
 //!
 //! The dynamic form's slots, whose futures are pinned in chunks with their wakers, are in the
 //! part [`chunks`], for the same reason: it is the rest of the crate's `unsafe`.
 //!
 //! Every path of this module is exercised by its tests, which CI also runs under valgrind.
 
+use core::alloc::Layout;
 use core::mem::ManuallyDrop;
-use core::ptr;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::ptr::{self, NonNull};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering, fence};
 use core::task::{RawWaker, RawWakerVTable, Waker};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Mutex, PoisonError};
 
 pub(crate) mod chunks;
 
-/// The allocation the wakers of one gather share. `C` is `[Cell; N]` when it is made and
-/// `[Cell]` once unsized; `repr(C)` keeps the cells at the same offset in both.
+/// The start of the allocation the wakers of one gather share; the cells follow it.
 #[repr(C)]
-struct Shared<C: ?Sized> {
-    /// The waker of the gather's task.
-    parent: Mutex<Option<Waker>>,
+struct Shared {
+    /// How many owners the allocation has: the gather's [`Wakers`] and every branch waker it
+    /// lent that was cloned.
+    refs: AtomicUsize,
     /// Whether the gather's task was woken since it last started a poll, so that many branch
     /// wakes between two of its polls wake it once.
     notified: AtomicBool,
-    /// One cell per branch, in branch order.
-    cells: C,
+    /// How many cells follow.
+    len: u32,
+    /// The waker of the gather's task.
+    parent: Mutex<Option<Waker>>,
 }
 
 /// The cell of one branch.
+#[repr(C)]
 struct Cell {
     /// The branch's index, which is the cell's position.
     index: u32,
-    /// How many cells there are.
-    len: u32,
     /// Whether the branch was woken since it was last polled.
     woken: AtomicBool,
 }
 
-/// Where the cells start in a `Shared`, in bytes.
-const CELLS: usize = core::mem::offset_of!(Shared<[Cell; 0]>, cells);
+/// Where the cells start, in bytes from the start of the allocation: right after the header,
+/// whose size is a multiple of its alignment, which the cells' does not exceed.
+const CELLS: usize = size_of::<Shared>();
+
+const _: () = assert!(align_of::<Cell>() <= align_of::<Shared>());
+
+/// The layout of an allocation with `len` cells.
+fn layout(len: usize) -> Layout {
+    Layout::array::<Cell>(len)
+        .and_then(|cells| Layout::new::<Shared>().extend(cells))
+        .map(|(layout, cells)| {
+            debug_assert_eq!(cells, CELLS);
+            layout
+        })
+        .unwrap_or_else(|_| panic!("gather!: too many branches"))
+}
 
 /// The wakers of the branches of one gather.
 pub(crate) struct Wakers {
-    shared: Arc<Shared<[Cell]>>,
+    /// The allocation, of which this holds one count.
+    shared: NonNull<Shared>,
     /// The gather's waker as last given to the cells, to skip their lock when it is the same.
     parent: Option<Waker>,
 }
 
+// SAFETY: `Wakers` is a counted reference to its allocation, like an `Arc<Shared>`: the header
+// is atomics and a `Mutex` of a `Waker` (all `Send + Sync`), the cells are a plain index and an
+// atomic, and the allocation is freed once, by whichever owner gives back the last count, on
+// any thread.
+unsafe impl Send for Wakers {}
+// SAFETY: as for `Send`: through `&Wakers` only the atomics and the `Mutex` are reached.
+unsafe impl Sync for Wakers {}
+
 impl core::fmt::Debug for Wakers {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Wakers")
-            .field("branches", &self.shared.cells.len())
+            .field("branches", &self.shared().len)
             .finish()
     }
 }
 
 static VTABLE: RawWakerVTable = RawWakerVTable::new(clone, wake, wake_by_ref, drop_waker);
 
-/// What a branch waker reaches from its cell: the whole allocation (to count references), the
-/// branch's flag, and the gather's waker and flag.
-struct Parts<'a> {
-    shared: *const Shared<[Cell]>,
-    woken: &'a AtomicBool,
-    parent: &'a Mutex<Option<Waker>>,
-    notified: &'a AtomicBool,
-}
-
-/// The parts a branch cell reaches, found once from the cell's address: a wake needs them
-/// all, and a clone or a drop only the allocation.
+/// The header of the allocation that holds the cell `data` points at.
 ///
 /// # Safety
 ///
-/// `data` must point at a cell of a live `Arc<Shared<[Cell]>>` made by [`Wakers::new`], and
-/// the parts must not be used once the caller's count of that `Arc` is given back.
+/// `data` must point at a cell of a live allocation made by [`Wakers::new`], through a pointer
+/// derived from the allocation's start (as [`Wakers::with_waker`] makes it).
 #[inline(always)]
-unsafe fn parts<'a>(data: *const ()) -> Parts<'a> {
+unsafe fn header(data: *const ()) -> *const Shared {
     let cell = data.cast::<Cell>();
     // SAFETY: the caller guarantees `cell` points at a live cell.
-    let Cell { index, len, woken } = unsafe { &*cell };
+    let index = unsafe { (*cell).index } as usize;
     // SAFETY: the cell at position `index` is `index` cells after the first, which is `CELLS`
-    // bytes after the start of the `Shared`, all in the same allocation.
-    let start = unsafe { cell.sub(*index as usize).byte_sub(CELLS) };
-    // The start of the `Shared` with the count of its cells: the pointer its `Arc` gives.
-    let shared = ptr::slice_from_raw_parts(start, *len as usize) as *const Shared<[Cell]>;
-    // SAFETY: `shared` points at the live `Shared` that holds the cell.
-    let Shared {
-        parent, notified, ..
-    } = unsafe { &*shared };
-    Parts {
-        shared,
-        woken,
-        parent,
-        notified,
+    // bytes after the start of the allocation, all in the same allocation.
+    unsafe { cell.sub(index).byte_sub(CELLS).cast::<Shared>() }
+}
+
+/// Takes one more count of the allocation.
+///
+/// # Safety
+///
+/// `shared` must be live, held by a count of the caller's.
+#[inline(always)]
+unsafe fn acquire(shared: *const Shared) {
+    // SAFETY: the caller's count keeps the header live.
+    let old = unsafe { &(*shared).refs }.fetch_add(1, Ordering::Relaxed);
+    // As `Arc` does: a count this high means wakers were leaked by the billion; stop rather
+    // than let the count wrap around to a free.
+    if old > isize::MAX as usize {
+        std::process::abort();
     }
 }
 
-impl Parts<'_> {
-    /// Flags the branch, and wakes the gather's task unless a wake since its last poll did.
-    #[inline(always)]
-    fn wake(&self) {
-        self.woken.store(true, Ordering::Release);
-        // A plain load first: after the first wake since the gather's last poll, the others
-        // need not touch the flag.
-        if !self.notified.load(Ordering::Acquire) && !self.notified.swap(true, Ordering::AcqRel) {
-            wake_parent(self.parent);
-        }
+/// Gives back one count of the allocation, and frees it if that was the last.
+///
+/// # Safety
+///
+/// `shared` must be live, and the caller must own the count it gives back, and not use the
+/// allocation afterwards.
+#[inline(always)]
+unsafe fn release(shared: *const Shared) {
+    // SAFETY: the caller's count keeps the header live until it is given back here.
+    if unsafe { &(*shared).refs }.fetch_sub(1, Ordering::Release) == 1 {
+        // Every other owner's use of the allocation happens before this one frees it.
+        fence(Ordering::Acquire);
+        // SAFETY: that was the last count: no one else can reach the allocation.
+        unsafe { free(shared.cast_mut()) };
+    }
+}
+
+/// Writes the first `len` cells after the header `shared`, none of them woken.
+///
+/// # Safety
+///
+/// The allocation must have room for `len` cells, and no one else may reach them.
+unsafe fn write_cells(shared: NonNull<Shared>, len: u32) {
+    // SAFETY: the caller guarantees room for `len` cells after the header.
+    let cells = unsafe { shared.as_ptr().byte_add(CELLS).cast::<Cell>() };
+    for index in 0..len {
+        let cell = Cell {
+            index,
+            woken: AtomicBool::new(false),
+        };
+        // SAFETY: cell `index` is in the allocation; no one else reaches it.
+        unsafe { cells.add(index as usize).write(cell) };
+    }
+}
+
+/// Frees an allocation whose last count was given back: rare, so kept out of line.
+///
+/// # Safety
+///
+/// `shared` must be an allocation of [`Wakers::new`] that no one can reach any more.
+#[cold]
+#[inline(never)]
+unsafe fn free(shared: *mut Shared) {
+    // SAFETY: no one else reaches the header; the cells need no drop.
+    let len = unsafe { (*shared).len } as usize;
+    // SAFETY: the header was written by `Wakers::new` and is dropped once, here.
+    unsafe { ptr::drop_in_place(&raw mut (*shared).parent) };
+    // SAFETY: the allocation was made by `Wakers::new` with this layout.
+    unsafe { std::alloc::dealloc(shared.cast(), layout(len)) };
+}
+
+/// Flags the branch of the cell `data` points at, and wakes the gather's task unless a wake
+/// since its last poll did.
+///
+/// # Safety
+///
+/// As for [`header`]; `shared` must be that cell's header.
+#[inline(always)]
+unsafe fn flag(data: *const (), shared: *const Shared) {
+    // SAFETY: the caller guarantees both are live.
+    let (
+        woken,
+        Shared {
+            notified, parent, ..
+        },
+    ) = unsafe { (&(*data.cast::<Cell>()).woken, &*shared) };
+    woken.store(true, Ordering::Release);
+    // A plain load first: after the first wake since the gather's last poll, the others need
+    // not touch the flag.
+    if !notified.load(Ordering::Acquire) && !notified.swap(true, Ordering::AcqRel) {
+        wake_parent(parent);
     }
 }
 
@@ -134,52 +217,95 @@ fn wake_parent(parent: &Mutex<Option<Waker>>) {
 }
 
 unsafe fn clone(data: *const ()) -> RawWaker {
-    // SAFETY: `data` comes from a waker of ours, which holds a strong count of the allocation,
-    // so it is live; the new waker takes the count added here.
-    unsafe { Arc::increment_strong_count(parts(data).shared) };
+    // SAFETY: `data` comes from a waker of ours, which holds a count of the allocation (or is
+    // lent by the `Wakers`, which does), so it is live; the new waker takes the count added
+    // here.
+    unsafe { acquire(header(data)) };
     RawWaker::new(data, &VTABLE)
 }
 
 unsafe fn wake(data: *const ()) {
-    let shared = {
-        // SAFETY: `data` comes from a live waker of ours, whose count keeps the allocation
-        // live until it is given back below, after the last use of the parts.
-        let parts = unsafe { parts(data) };
-        parts.wake();
-        parts.shared
-    };
-    // SAFETY: this waker's own count of the live allocation, given back once.
-    unsafe { Arc::decrement_strong_count(shared) };
+    // SAFETY: `data` comes from a live waker of ours, whose count keeps the allocation live
+    // until it is given back, once, after the flag is set.
+    unsafe {
+        let shared = header(data);
+        flag(data, shared);
+        release(shared);
+    }
 }
 
 unsafe fn wake_by_ref(data: *const ()) {
     // SAFETY: `data` comes from a live waker of ours, whose count keeps the allocation live.
-    unsafe { parts(data) }.wake();
+    unsafe { flag(data, header(data)) };
 }
 
 unsafe fn drop_waker(data: *const ()) {
-    // SAFETY: this waker holds one strong count of the live allocation, given back here.
-    unsafe { Arc::decrement_strong_count(parts(data).shared) };
+    // SAFETY: this waker holds one count of the live allocation, given back here.
+    unsafe { release(header(data)) };
 }
 
 impl Wakers {
     /// Wakers for `N` branches: one allocation.
     pub(crate) fn new<const N: usize>() -> Self {
         const { assert!(N <= u32::MAX as usize, "gather!: too many branches") };
-        let len = N as u32;
-        let shared: Arc<Shared<[Cell; N]>> = Arc::new(Shared {
-            parent: Mutex::new(None),
-            notified: AtomicBool::new(false),
-            cells: core::array::from_fn(|index| Cell {
-                index: index as u32,
+        Self::with_len(N as u32)
+    }
+
+    /// Wakers for `len` branches, out of line: made once per gather, by its first branch to
+    /// wait. Takes the thread's spare allocation if it has room, else makes one.
+    #[inline(never)]
+    fn with_len(len: u32) -> Self {
+        if let Some(shared) = Spare::take(len) {
+            return Wakers {
+                shared,
+                parent: None,
+            };
+        }
+        let layout = layout(len as usize);
+        // SAFETY: the layout has a nonzero size (the header's).
+        let start = unsafe { std::alloc::alloc(layout) };
+        let Some(shared) = NonNull::new(start.cast::<Shared>()) else {
+            std::alloc::handle_alloc_error(layout)
+        };
+        // SAFETY: the allocation is fresh, with room and alignment for the header and `len`
+        // cells after it; each is written once, in place.
+        unsafe {
+            shared.write(Shared {
+                refs: AtomicUsize::new(1),
+                notified: AtomicBool::new(false),
                 len,
-                woken: AtomicBool::new(false),
-            }),
-        });
+                parent: Mutex::new(None),
+            });
+            write_cells(shared, len);
+        }
         Wakers {
             shared,
             parent: None,
         }
+    }
+
+    /// The header.
+    #[inline(always)]
+    fn shared(&self) -> &Shared {
+        // SAFETY: this holds a count of the allocation, which keeps it live while borrowed.
+        unsafe { self.shared.as_ref() }
+    }
+
+    /// The cell of branch `branch`, as a pointer derived from the start of the allocation, so
+    /// that a waker may step back from it to the header; `None` past the last branch.
+    #[inline(always)]
+    fn cell(&self, branch: usize) -> Option<*const Cell> {
+        if branch >= self.shared().len as usize {
+            return None;
+        }
+        // SAFETY: `branch` is in bounds, checked above, so the cell is in the allocation.
+        Some(unsafe {
+            self.shared
+                .as_ptr()
+                .byte_add(CELLS)
+                .cast::<Cell>()
+                .add(branch)
+        })
     }
 
     /// Remembers the waker of the gather's task, which the first branch wake after this wakes.
@@ -187,7 +313,7 @@ impl Wakers {
     pub(crate) fn set_parent(&mut self, waker: &Waker) {
         let Shared {
             parent, notified, ..
-        } = &*self.shared;
+        } = self.shared();
         notified.store(false, Ordering::Release);
         if self.parent.as_ref().is_some_and(|p| p.will_wake(waker)) {
             return;
@@ -199,7 +325,11 @@ impl Wakers {
     /// Whether branch `branch` was woken since this was last asked; clears the flag.
     #[inline(always)]
     pub(crate) fn take_woken(&self, branch: usize) -> bool {
-        let woken = &self.shared.cells[branch].woken;
+        let Some(cell) = self.cell(branch) else {
+            return false;
+        };
+        // SAFETY: the cell is in the allocation, which this keeps live while borrowed.
+        let woken = unsafe { &(*cell).woken };
         // A plain load first: most branches were not woken, and a swap costs much more.
         woken.load(Ordering::Relaxed) && woken.swap(false, Ordering::Acquire)
     }
@@ -208,29 +338,115 @@ impl Wakers {
     /// waker is only lent, and cloned (with a count of its own) if the branch keeps it.
     #[inline(always)]
     pub(crate) fn with_waker<R>(&self, branch: usize, f: impl FnOnce(&Waker) -> R) -> R {
-        assert!(
-            branch < self.shared.cells.len(),
-            "gather!: no waker for branch {branch}"
-        );
-        // From the pointer to the whole allocation, so that `parts` may step back to its start.
-        // SAFETY: the pointer is the live `Arc`'s, and `branch` is in bounds, checked above.
-        let cell = unsafe {
-            (&raw const (*Arc::as_ptr(&self.shared)).cells)
-                .cast::<Cell>()
-                .add(branch)
+        // No formatted message: the index would be kept for it on every call.
+        let Some(cell) = self.cell(branch) else {
+            panic!("gather!: no waker for a branch past the last")
         };
-        // SAFETY: `cell` is a cell of `self.shared`, which outlives the lent waker; the
+        // SAFETY: `cell` is a cell of this allocation, which outlives the lent waker; the
         // `ManuallyDrop` keeps the lent waker from giving back a count it never took.
         let waker =
             ManuallyDrop::new(unsafe { Waker::from_raw(RawWaker::new(cell.cast(), &VTABLE)) });
         f(&waker)
+    }
+
+    /// How many owners the allocation has, for the tests.
+    #[cfg(test)]
+    fn refs(&self) -> usize {
+        self.shared().refs.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Wakers {
+    fn drop(&mut self) {
+        // The last owner: no branch kept a waker, so the allocation may serve the thread's
+        // next gather. The load synchronizes with the releases of the wakers that were dropped,
+        // so that their uses happen before the reuse.
+        if self.shared().refs.load(Ordering::Acquire) == 1 && self.shared().len <= SPARE_MAX {
+            Spare::keep(self.shared);
+        } else {
+            // SAFETY: this holds one count of the live allocation, given back once, here.
+            unsafe { release(self.shared.as_ptr()) };
+        }
+    }
+}
+
+/// The most cells a spare may have: a gather of more branches frees its allocation, so that a
+/// thread keeps at most a few kilobytes for its next gather.
+const SPARE_MAX: u32 = 1024;
+
+/// One allocation of wakers that a gather let go of with no waker of it left, kept for the
+/// thread's next gather: a thread that runs gathers one after another allocates once.
+struct Spare(std::cell::Cell<Option<NonNull<Shared>>>);
+
+thread_local! {
+    static SPARE: Spare = const { Spare(std::cell::Cell::new(None)) };
+}
+
+impl Spare {
+    /// The thread's spare allocation, if it has at least `len` cells, made ready for a new
+    /// gather: no branch flagged, the gather's task not woken. Its count is the caller's.
+    fn take(len: u32) -> Option<NonNull<Shared>> {
+        let shared = SPARE.try_with(|spare| spare.0.take()).ok().flatten()?;
+        // SAFETY: a spare is live, and its one count is now the caller's: no one else reaches
+        // it (a spare has no waker out, and no owner but the thread's `SPARE`).
+        let header = unsafe { &*shared.as_ptr() };
+        if header.len < len {
+            // SAFETY: as above; freed once, here.
+            unsafe { free(shared.as_ptr()) };
+            return None;
+        }
+        header.notified.store(false, Ordering::Relaxed);
+        // SAFETY: the first `len` cells are in the allocation, which no one else reaches.
+        let cells = unsafe { shared.as_ptr().byte_add(CELLS).cast::<Cell>() };
+        for index in 0..len as usize {
+            // SAFETY: as above; cell `index` is in bounds.
+            unsafe { &(*cells.add(index)).woken }.store(false, Ordering::Relaxed);
+        }
+        Some(shared)
+    }
+
+    /// Keeps `shared`, whose one count the caller gives up, as the thread's spare (the larger
+    /// of it and the spare there was, the other freed), without the gather's waker, which it
+    /// must not keep alive.
+    fn keep(shared: NonNull<Shared>) {
+        // SAFETY: the caller holds the one count, so no one else reaches the allocation.
+        let parent = unsafe { &mut (*shared.as_ptr()).parent };
+        let parent = parent
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let freed = match SPARE.try_with(|spare| spare.0.replace(Some(shared))) {
+            // SAFETY: both are live spares, reached by no one else.
+            Ok(Some(other)) if unsafe { (*other.as_ptr()).len > (*shared.as_ptr()).len } => {
+                SPARE.with(|spare| spare.0.set(Some(other)));
+                Some(shared)
+            }
+            Ok(other) => other,
+            // The thread is ending and its spare is gone.
+            Err(_) => Some(shared),
+        };
+        if let Some(freed) = freed {
+            // SAFETY: no one else reaches it, and it is no spare any more; freed once, here.
+            unsafe { free(freed.as_ptr()) };
+        }
+        // Dropped last, outside the thread-local: a waker's drop may run code of its own.
+        drop(parent);
+    }
+}
+
+impl Drop for Spare {
+    fn drop(&mut self) {
+        if let Some(shared) = self.0.take() {
+            // SAFETY: a spare is reached by no one else; freed once, here, as the thread ends.
+            unsafe { free(shared.as_ptr()) };
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::AtomicUsize;
+    use std::sync::Arc;
     use std::task::Wake;
 
     /// A parent waker that counts its wakes.
@@ -283,7 +499,7 @@ mod tests {
         let wakers = Wakers::new::<2>();
         let kept = wakers.with_waker(0, Waker::clone);
         let kept_too = kept.clone();
-        assert_eq!(Arc::strong_count(&wakers.shared), 3);
+        assert_eq!(wakers.refs(), 3);
         drop(wakers);
         // The cells outlive the gather while wakers are kept; wakes still work.
         kept.wake_by_ref();
@@ -297,10 +513,10 @@ mod tests {
     fn a_lent_waker_takes_no_count() {
         let wakers = Wakers::new::<1>();
         wakers.with_waker(0, |waker| {
-            assert_eq!(Arc::strong_count(&wakers.shared), 1);
+            assert_eq!(wakers.refs(), 1);
             waker.wake_by_ref();
         });
-        assert_eq!(Arc::strong_count(&wakers.shared), 1);
+        assert_eq!(wakers.refs(), 1);
         assert!(wakers.take_woken(0));
     }
 
@@ -348,5 +564,90 @@ mod tests {
         // No poll of the gather came between the wakes: it was woken once.
         assert_eq!(count.0.load(Ordering::SeqCst), 1);
         drop(kept);
+    }
+
+    #[test]
+    fn a_gathers_wakers_serve_the_next_gather_on_its_thread_cleared() {
+        let mut wakers = Wakers::new::<3>();
+        let (count, waker) = parent();
+        wakers.set_parent(&waker);
+        wakers.with_waker(1, Waker::wake_by_ref);
+        let first = wakers.shared;
+        drop(wakers);
+        assert_eq!(
+            Arc::strong_count(&count),
+            2,
+            "the spare keeps no waker of the gather"
+        );
+        let mut again = Wakers::new::<2>();
+        assert_eq!(again.shared, first, "a smaller gather takes the spare");
+        assert!(
+            !again.take_woken(1),
+            "the flags of the last gather are cleared"
+        );
+        assert!(!again.shared().notified.load(Ordering::SeqCst));
+        // The new gather's task is the one woken.
+        let (second, other) = parent();
+        again.set_parent(&other);
+        again.with_waker(0, Waker::wake_by_ref);
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        assert_eq!(second.0.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn wakers_kept_by_a_branch_are_not_reused() {
+        let wakers = Wakers::new::<2>();
+        let kept = wakers.with_waker(0, Waker::clone);
+        let first = wakers.shared;
+        drop(wakers);
+        let other = Wakers::new::<2>();
+        assert_ne!(other.shared, first);
+        kept.wake_by_ref();
+        drop(other);
+        drop(kept); // the last count: frees the cells (valgrind checks nothing leaks)
+    }
+
+    #[test]
+    fn the_larger_spare_is_kept_and_a_smaller_one_is_not_used() {
+        let large = Wakers::new::<4>();
+        let small = Wakers::new::<1>();
+        drop(large);
+        drop(small); // freed: the spare has more cells
+        assert!(Wakers::new::<3>().shared().len >= 4);
+        // Too small for 6: freed, and a new allocation is made.
+        let larger = Wakers::new::<6>();
+        assert_eq!(larger.shared().len, 6);
+        larger.with_waker(5, Waker::wake_by_ref);
+        assert!(larger.take_woken(5));
+    }
+
+    #[test]
+    fn the_spare_is_freed_when_its_thread_ends() {
+        std::thread::spawn(|| drop(Wakers::new::<2>()))
+            .join()
+            .expect("the thread ends");
+        // Dropped while the thread ends, after its spare: freed at once.
+        struct Late;
+        impl Drop for Late {
+            fn drop(&mut self) {
+                drop(Wakers::new::<1>());
+            }
+        }
+        thread_local! { static LATE: Late = const { Late }; }
+        std::thread::spawn(|| LATE.with(|_| drop(Wakers::new::<1>())))
+            .join()
+            .expect("the thread ends");
+    }
+
+    #[test]
+    fn a_thread_keeps_no_spare_past_the_largest_size() {
+        std::thread::spawn(|| {
+            drop(Wakers::new::<{ SPARE_MAX as usize + 1 }>());
+            assert!(SPARE.with(|spare| spare.0.get()).is_none());
+            drop(Wakers::new::<{ SPARE_MAX as usize }>());
+            assert!(SPARE.with(|spare| spare.0.get()).is_some());
+        })
+        .join()
+        .expect("the thread ends");
     }
 }
