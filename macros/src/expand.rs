@@ -168,9 +168,7 @@ fn fixed(
                     out: ::core::option::Option::None,
                     trace: #k::__private::BranchSpan::NONE,
                     own_waker: false,
-                    guarded: false,
                 };
-                #slot.guarded = (&#k::__private::Probe::of(&#slot.fut)).guarded();
             }
         });
     let name_lits = branches.iter().map(|b| LitStr::new(&b.name, b.span));
@@ -182,10 +180,12 @@ fn fixed(
     let policy_name = gather.policy.name();
     let setup = quote! {
         #(#slot_lets)*
-        let #names: &'static [&'static str] = &[ #(#name_lits),* ];
+        // An array, not a slice: its length is known, so naming a branch needs no bounds check.
+        let #names: &'static [&'static str; #count] = &[ #(#name_lits),* ];
         let mut #record = #k::__private::Record::<#error_type>::new(#limit, #names, #policy_name);
-        // Made only when the gather ends early: a gather that ends with every branch's
-        // outcome never builds or drops one.
+        // Made only when the gather ends early with tasks to await or a panic to resume: a
+        // gather that ends with every branch's outcome, or whose cancelled branches owned no
+        // task, never builds or drops one.
         let mut #reaper: ::core::option::Option<#k::__private::Reaper> = ::core::option::Option::None;
         let mut #ending = ::core::option::Option::None;
     };
@@ -215,15 +215,34 @@ fn fixed(
     let all_outputs = quote!(( #( #slots.take(), )* ));
     // Cancels every branch still running, naming those that had started, inside the reaping
     // scope: the tasks of adopted and spawned branches are awaited before the gather returns.
+    // Whether each branch guards a task, known from its type: a constant, so that the check
+    // costs nothing when its branch is dropped.
+    let guarded: Vec<TokenStream> = slots
+        .iter()
+        .map(|slot| quote!((&#k::__private::Probe::of(&#slot.fut)).guarded()))
+        .collect();
+    // Without `limit`, every branch started with the gather.
+    let started: Vec<TokenStream> = indices
+        .iter()
+        .map(|i| {
+            if gather.limit.is_some() {
+                quote!(#record.has_started(#i))
+            } else {
+                quote!(true)
+            }
+        })
+        .collect();
     let stop_all = quote! {
-        let #stopped = #reaper.get_or_insert_default().collect(|| {
+        let #stopped = #k::__private::Reaper::collect_into(&mut #reaper, || {
             let mut #stopped = #record.stopped();
-            #( #slots.cancel(#indices, #names, &#record, &mut #stopped); )*
+            #( #slots.cancel(#indices, #started, #guarded, #names, &#record, &mut #stopped); )*
             #stopped
         });
     };
     let drop_all = quote! {
-        #reaper.get_or_insert_default().collect(|| { #( #slots.drop_future(#indices, &#record); )* });
+        #k::__private::Reaper::collect_into(&mut #reaper, || {
+            #( #slots.drop_future(#indices, #guarded, &#record); )*
+        });
     };
     // The winner's output; a branch whose output type differs fails to match the others here.
     let winner = {
@@ -239,10 +258,15 @@ fn fixed(
             };
         }
     };
-    // Ends the gather with `value` once every aborted task is gone.
+    // Ends the gather with `value`: at once when the reaping scope held nothing (no task to
+    // await, no panic to resume), else once every aborted task is gone.
     let end_with = |value: TokenStream| {
         quote! {
-            #ending = ::core::option::Option::Some(#value);
+            let #out = #value;
+            if #reaper.is_none() {
+                return ::core::task::Poll::Ready(#out);
+            }
+            #ending = ::core::option::Option::Some(#out);
             break #run;
         }
     };
@@ -317,9 +341,7 @@ fn fixed(
             if let ::core::option::Option::Some((#index, #error)) = #k::__private::take_trouble() {
                 #record.troubled(#index);
                 #drop_all
-                if let ::core::option::Option::Some(#reaper) = #reaper.as_mut() {
-                    #reaper.trouble(#index, #names[#index], #error);
-                }
+                #reaper.get_or_insert_default().trouble(#index, #names[#index], #error);
                 break #run;
             }
         }
@@ -372,7 +394,7 @@ fn fixed(
     .then(|| quote!(#reaper.keep_finished(&mut #out);));
     let poll = quote! {
         #run: {
-            // A reaper is made only by ending early, with an outcome or with a panic.
+            // A reaper is made only by ending early with tasks to await or a panic to resume.
             if #reaper.is_some() {
                 break #run;
             }

@@ -33,15 +33,13 @@ pub struct Slot<'a, F, O, const N: usize> {
     /// Whether the branch was last polled with its own waker: it is then polled again only
     /// when that waker was woken.
     pub own_waker: bool,
-    /// Whether the branch future is itself a guard of a task (an adopted `JoinHandle`, or a
-    /// spawned branch), whose task is then known as this branch's when the gather cancels it.
-    /// Set by `gather!` with a [`Probe`].
-    pub guarded: bool,
 }
 
 /// Tells at the call site, by its static type, whether a branch future is itself a guard of a
-/// task: `(&Probe::of(&slot.fut)).guarded()` picks [`ProbeGuarded`] for [`Adopted`] and
-/// [`Spawned`] (no autoref needed) and [`ProbeAny`] for any other future (one autoref).
+/// task (an adopted `JoinHandle`, or a spawned branch), whose task is then known as this
+/// branch's when the gather cancels it: `(&Probe::of(&slot.fut)).guarded()` picks
+/// [`ProbeGuarded`] for [`Adopted`] and [`Spawned`] (no autoref needed) and [`ProbeAny`] for
+/// any other future (one autoref).
 pub struct Probe<F>(PhantomData<F>);
 
 impl<F> core::fmt::Debug for Probe<F> {
@@ -239,6 +237,12 @@ impl<E> Record<E> {
     #[inline]
     pub fn stopped(&self) -> Vec<Branch> {
         Vec::with_capacity(self.running)
+    }
+
+    /// Whether the branch at `index` has started: under `limit`, a branch may not have yet.
+    #[inline]
+    pub fn has_started(&self, index: usize) -> bool {
+        index < self.started
     }
 
     /// The branch that won a race.
@@ -609,37 +613,40 @@ impl<F, O, const N: usize> Slot<'_, F, O, N> {
     }
 
     /// Drops the branch future if it is still running, and names it in `stopped` if it had
-    /// started (a branch that `limit` held back is dropped without being named).
-    #[inline]
+    /// `started` (a branch that `limit` held back is dropped without being named). `guarded`
+    /// is the branch's [`Probe`]. Called inside the gather's reaping scope.
+    #[inline(always)]
     pub fn cancel<E>(
         &mut self,
         index: usize,
+        started: bool,
+        guarded: bool,
         names: &[&'static str],
         record: &Record<E>,
         stopped: &mut Vec<Branch>,
     ) {
-        if self.fut.is_some() {
-            self.drop_future(index, record);
-            if index < record.started {
-                stopped.push(Branch::__new(index, names[index]));
-            }
+        if self.drop_future(index, guarded, record) && started {
+            stopped.push(Branch::__new(index, names[index]));
         }
     }
 
-    /// Drops the branch future if it is still running. Called inside the gather's reaping
-    /// scope: a task the future owned is awaited before the gather returns.
-    #[inline]
-    pub fn drop_future<E>(&mut self, index: usize, record: &Record<E>) {
-        if let Some(fut) = self.fut.as_mut().as_pin_mut() {
-            // Only a guard's own task can be the branch's; marking costs a thread-local write
-            // (about 15 instructions a branch, measured on the failure path).
-            if self.guarded {
-                Reaper::mark(index, core::ptr::from_ref(&*fut).addr());
-            }
-            self.fut.set(None);
-            self.own_waker = false;
-            self.trace.end(record.stop_outcome(index));
+    /// Drops the branch future if it is still running, and says whether it was. `guarded` is
+    /// the branch's [`Probe`], known where `gather!` is written, so that the check costs
+    /// nothing. Called inside the gather's reaping scope: a task the future owned is awaited
+    /// before the gather returns.
+    #[inline(always)]
+    pub fn drop_future<E>(&mut self, index: usize, guarded: bool, record: &Record<E>) -> bool {
+        let Some(fut) = self.fut.as_mut().as_pin_mut() else {
+            return false;
+        };
+        // Only a guard's own task can be the branch's; marking costs a thread-local write.
+        if guarded {
+            Reaper::mark(index, core::ptr::from_ref(&*fut).addr());
         }
+        self.fut.set(None);
+        self.own_waker = false;
+        self.trace.end(record.stop_outcome(index));
+        true
     }
 
     /// What the gather kept of the output. Called once, after the branch has finished.
