@@ -155,6 +155,8 @@ fn fixed(
     let indices: Vec<usize> = (0..branches.len()).collect();
     // The branch count, which chooses how the runtime compiles a branch's poll.
     let count = proc_macro2::Literal::usize_unsuffixed(branches.len());
+    // Whether branches may wait for their turn, which the runtime checks only then.
+    let limited = gather.limit.is_some();
 
     let slot_lets = branches
         .iter()
@@ -163,7 +165,7 @@ fn fixed(
         .map(|((branch, slot), i)| {
             let future = branch_future(n, gather, &branch.expr, branch.span, &quote!(#i));
             quote! {
-                let mut #slot = #k::__private::Slot::<_, _, #count> {
+                let mut #slot = #k::__private::Slot::<_, _, #count, #limited> {
                     fut: ::core::pin::pin!(::core::option::Option::Some(#future)),
                     out: ::core::option::Option::None,
                     trace: #k::__private::BranchSpan::NONE,
@@ -221,21 +223,10 @@ fn fixed(
         .iter()
         .map(|slot| quote!((&#k::__private::Probe::of(&#slot.fut)).guarded()))
         .collect();
-    // Without `limit`, every branch started with the gather.
-    let started: Vec<TokenStream> = indices
-        .iter()
-        .map(|i| {
-            if gather.limit.is_some() {
-                quote!(#record.has_started(#i))
-            } else {
-                quote!(true)
-            }
-        })
-        .collect();
     let stop_all = quote! {
         let #stopped = #k::__private::Reaper::collect_into(&mut #reaper, || {
             let mut #stopped = #record.stopped();
-            #( #slots.cancel(#indices, #started, #guarded, #names, &#record, &mut #stopped); )*
+            #( #slots.cancel(#indices, #guarded, #names, &#record, &mut #stopped); )*
             #stopped
         });
     };

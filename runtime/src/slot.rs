@@ -21,9 +21,10 @@ use crate::wake::Wakers;
 /// `O` is what is kept: the whole output under `settle` and `race`, the success value under
 /// `cancel`, `finish` and `race_ok` (an error goes to the [`Record`] the moment it is seen).
 /// `N` is the gather's branch count, which chooses how a branch is polled (see
-/// `OWN_WAKERS_FROM`).
+/// `OWN_WAKERS_FROM`). `LIMITED` says whether the gather has the `limit` option: without it,
+/// every branch starts with the gather, and nothing needs to check whether one has.
 #[must_use = "a gather branch does nothing unless polled"]
-pub struct Slot<'a, F, O, const N: usize> {
+pub struct Slot<'a, F, O, const N: usize, const LIMITED: bool> {
     /// The branch future while it runs; `None` once it has finished or been cancelled.
     pub fut: Pin<&'a mut Option<F>>,
     /// What the gather keeps of the branch's output, until it takes it.
@@ -81,7 +82,7 @@ pub trait ProbeAny {
 
 impl<F> ProbeAny for &Probe<F> {}
 
-impl<F, O, const N: usize> core::fmt::Debug for Slot<'_, F, O, N> {
+impl<F, O, const N: usize, const LIMITED: bool> core::fmt::Debug for Slot<'_, F, O, N, LIMITED> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         let state = match (self.fut.is_some(), self.out.is_some()) {
             (true, _) => "running",
@@ -239,12 +240,6 @@ impl<E> Record<E> {
         Vec::with_capacity(self.running)
     }
 
-    /// Whether the branch at `index` has started: under `limit`, a branch may not have yet.
-    #[inline]
-    pub fn has_started(&self, index: usize) -> bool {
-        index < self.started
-    }
-
     /// The branch that won a race.
     #[inline]
     pub fn winner(&self) -> Option<usize> {
@@ -267,6 +262,7 @@ impl<E> Record<E> {
 
     /// Admits the branch at `index` if it has started, or may start now. Branches start in
     /// order, and a pass visits them in order, so `index == started` for the next to start.
+    /// Asked only under `limit`: without it, every branch started with the gather.
     #[inline(always)]
     fn admit(&mut self, index: usize) -> bool {
         if index < self.started {
@@ -335,14 +331,15 @@ pub fn timed_out<E>(pending: Vec<Branch>) -> Error<E> {
     Error::TimedOut { pending }
 }
 
-impl<F, O, const N: usize> Slot<'_, F, O, N> {
+impl<F, O, const N: usize, const LIMITED: bool> Slot<'_, F, O, N, LIMITED> {
     /// Whether the branch is not polled in this pass: it has finished or been cancelled, or it
     /// runs with a waker of its own that was not woken since its last poll (a wake polls only
     /// its own branch). Before a branch has one (at its first poll, which needs no
     /// allocation), it is polled with the gather's waker, on every poll of the gather.
     #[inline(always)]
     fn skips<E>(&self, record: &mut Record<E>, index: usize) -> bool {
-        if self.own_waker {
+        // Below `OWN_WAKERS_FROM` no branch has a waker of its own: not even a check.
+        if N >= OWN_WAKERS_FROM && self.own_waker {
             // A branch with its own waker is running, and the record has the wakers.
             if record.wakers.as_ref().is_some_and(|w| w.take_woken(index)) {
                 return false;
@@ -368,12 +365,17 @@ impl<F, O, const N: usize> Slot<'_, F, O, N> {
         let Some(fut) = self.fut.as_mut().as_pin_mut() else {
             return Poll::Ready(None);
         };
-        if !record.admit(index) {
+        if LIMITED && !record.admit(index) {
             return Poll::Pending;
         }
         self.trace
             .start(&record.trace, index, || record.names[index]);
-        let polled = match &record.wakers {
+        let wakers = if N >= OWN_WAKERS_FROM {
+            record.wakers.as_ref()
+        } else {
+            None
+        };
+        let polled = match wakers {
             Some(wakers) => {
                 self.own_waker = true;
                 let trace = &mut self.trace;
@@ -613,19 +615,18 @@ impl<F, O, const N: usize> Slot<'_, F, O, N> {
     }
 
     /// Drops the branch future if it is still running, and names it in `stopped` if it had
-    /// `started` (a branch that `limit` held back is dropped without being named). `guarded`
+    /// started (a branch that `limit` held back is dropped without being named). `guarded`
     /// is the branch's [`Probe`]. Called inside the gather's reaping scope.
     #[inline(always)]
     pub fn cancel<E>(
         &mut self,
         index: usize,
-        started: bool,
         guarded: bool,
         names: &[&'static str],
         record: &Record<E>,
         stopped: &mut Vec<Branch>,
     ) {
-        if self.drop_future(index, guarded, record) && started {
+        if self.drop_future(index, guarded, record) && (!LIMITED || index < record.started) {
             stopped.push(Branch::__new(index, names[index]));
         }
     }
