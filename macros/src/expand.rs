@@ -32,6 +32,7 @@ struct Names {
     stopped: Ident,
     out: Ident,
     reaper: Ident,
+    scope: Ident,
     ending: Ident,
     label: Lifetime,
     run: Lifetime,
@@ -51,6 +52,7 @@ pub(crate) fn expand(gather: Gather) -> TokenStream {
         stopped: Ident::new("__gather_stopped", site),
         out: Ident::new("__gather_out", site),
         reaper: Ident::new("__gather_reaper", site),
+        scope: Ident::new("__gather_scope", site),
         ending: Ident::new("__gather_ending", site),
         label: Lifetime::new("'__gather_pass", site),
         run: Lifetime::new("'__gather_run", site),
@@ -139,6 +141,7 @@ fn fixed(
         names,
         deadline,
         reaper,
+        scope,
         ending,
         index,
         error,
@@ -215,25 +218,24 @@ fn fixed(
             .collect()
     };
     let all_outputs = quote!(( #( #slots.take(), )* ));
-    // Cancels every branch still running, naming those that had started, inside the reaping
-    // scope: the tasks of adopted and spawned branches are awaited before the gather returns.
     // Whether each branch guards a task, known from its type: a constant, so that the check
     // costs nothing when its branch is dropped.
     let guarded: Vec<TokenStream> = slots
         .iter()
         .map(|slot| quote!((&#k::__private::Probe::of(&#slot.fut)).guarded()))
         .collect();
+    // Cancels every branch still running, naming those that had started, inside a reaping
+    // scope: the tasks of adopted and spawned branches are awaited before the gather returns.
     let stop_all = quote! {
-        let #stopped = #k::__private::Reaper::collect_into(&mut #reaper, || {
-            let mut #stopped = #record.stopped();
-            #( #slots.cancel(#indices, #guarded, #names, &#record, &mut #stopped); )*
-            #stopped
-        });
+        let #scope = #k::__private::Scope::open();
+        let mut #stopped = #record.stopped();
+        #( #slots.cancel(#indices, #guarded, #names, &#record, &mut #stopped); )*
+        #scope.close_into(&mut #reaper);
     };
     let drop_all = quote! {
-        #k::__private::Reaper::collect_into(&mut #reaper, || {
-            #( #slots.drop_future(#indices, #guarded, &#record); )*
-        });
+        let #scope = #k::__private::Scope::open();
+        #( #slots.drop_future(#indices, #guarded, &#record); )*
+        #scope.close_into(&mut #reaper);
     };
     // The winner's output; a branch whose output type differs fails to match the others here.
     let winner = {

@@ -542,18 +542,33 @@ impl Drop for Reaper {
     }
 }
 
-/// An open reaping scope. Opening and closing it touches only plain cells; the stack is
-/// reached only when something was held in it. Dropping it closes it, also when a drop inside
-/// it panics: what it holds is then dropped (its tasks only aborted), as the gather is gone.
-struct Scope {
+/// An open reaping scope: the fixed form opens one, drops the branches it cancels, and closes
+/// it into its reaper with [`close_into`](Scope::close_into); the dynamic form and the tests
+/// use [`Reaper::collect`]. A guard rather than a closure, so that the drops need no closure
+/// that captures every branch.
+///
+/// Opening and closing it touches only plain cells; the stack is reached only when something
+/// was held in it. Dropping it closes it, also when a drop inside it panics: what it holds is
+/// then dropped (its tasks only aborted), as the gather is gone.
+#[must_use = "a reaping scope collects what is dropped while it is open, then must be closed"]
+pub struct Scope {
     open: usize,
     branch: Option<(usize, usize)>,
     held: usize,
 }
 
+impl core::fmt::Debug for Scope {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Scope")
+            .field("outer", &self.open)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Scope {
-    #[inline]
-    fn open() -> Scope {
+    /// Opens a reaping scope on this thread, inside any already open.
+    #[inline(always)]
+    pub fn open() -> Scope {
         let open = OPEN.get();
         OPEN.set(open + 1);
         Scope {
@@ -564,7 +579,7 @@ impl Scope {
     }
 
     /// Whether something was held in the scope since it opened.
-    #[inline]
+    #[inline(always)]
     fn holds(&self) -> bool {
         HELD.get() != self.held
     }
@@ -580,16 +595,26 @@ impl Scope {
     }
 
     /// Closes the scope, and gives what it held, if anything was.
-    #[inline]
+    #[inline(always)]
     fn close(self) -> Option<Vec<Held>> {
         let held = self.holds().then(|| self.take());
         drop(self);
         held
     }
+
+    /// Closes the scope. What it held (a task aborted, or a panic still to resume) goes to
+    /// `reaper`, made then if there is none yet; a gather whose `reaper` stays `None` has
+    /// nothing to await and can return at once.
+    #[inline(always)]
+    pub fn close_into(self, reaper: &mut Option<Reaper>) {
+        if let Some(held) = self.close() {
+            reaper.get_or_insert_default().keep(held);
+        }
+    }
 }
 
 impl Drop for Scope {
-    #[inline]
+    #[inline(always)]
     fn drop(&mut self) {
         OPEN.set(self.open);
         BRANCH.set(self.branch);
@@ -607,20 +632,6 @@ impl Reaper {
         let result = cancel();
         if let Some(held) = scope.close() {
             self.keep(held);
-        }
-        result
-    }
-
-    /// [`collect`](Reaper::collect) for a gather that makes its reaper only when it needs one:
-    /// when something was held in the scope (a task aborted, or a panic still to resume), it
-    /// goes to `reaper`, made then if there is none yet. A gather whose `reaper` stays `None`
-    /// has nothing to await and can return at once.
-    #[inline]
-    pub fn collect_into<R>(reaper: &mut Option<Reaper>, cancel: impl FnOnce() -> R) -> R {
-        let scope = Scope::open();
-        let result = cancel();
-        if let Some(held) = scope.close() {
-            reaper.get_or_insert_default().keep(held);
         }
         result
     }
@@ -743,6 +754,11 @@ mod tests {
         hold(|_| Held::Panic(Box::new(code)));
     }
 
+    /// Always `true`, though the compiler cannot tell: code after a panic stays reachable.
+    fn caught_here() -> bool {
+        std::hint::black_box(true)
+    }
+
     fn panic_code(reaper: &mut Reaper) -> Option<u32> {
         reaper
             .panic
@@ -754,12 +770,10 @@ mod tests {
     #[test]
     fn a_scope_that_holds_nothing_makes_no_reaper() {
         let mut reaper = None;
-        let out = Reaper::collect_into(&mut reaper, || {
-            assert_eq!(cells(), (1, None, 0, 0));
-            Reaper::mark(3, 0x40);
-            7
-        });
-        assert_eq!(out, 7);
+        let scope = Scope::open();
+        assert_eq!(cells(), (1, None, 0, 0));
+        Reaper::mark(3, 0x40);
+        scope.close_into(&mut reaper);
         assert!(reaper.is_none());
         assert_eq!(cells(), CLOSED);
     }
@@ -767,7 +781,9 @@ mod tests {
     #[test]
     fn a_scope_that_holds_something_makes_a_reaper_for_it() {
         let mut reaper = None;
-        Reaper::collect_into(&mut reaper, || hold_panic(1));
+        let scope = Scope::open();
+        hold_panic(1);
+        scope.close_into(&mut reaper);
         assert_eq!(cells(), CLOSED);
         let mut reaper = reaper.expect("the scope held a panic");
         assert!(reaper.ends_in_panic());
@@ -777,17 +793,19 @@ mod tests {
     #[test]
     fn nested_scopes_keep_what_was_held_in_each() {
         let mut outer = None;
-        Reaper::collect_into(&mut outer, || {
-            hold_panic(1);
-            let mut empty = None;
-            Reaper::collect_into(&mut empty, || {});
-            assert!(empty.is_none());
-            let mut inner = None;
-            Reaper::collect_into(&mut inner, || hold_panic(2));
-            assert_eq!(cells(), (1, None, 1, 1));
-            let mut inner = inner.expect("the inner scope held a panic");
-            assert_eq!(panic_code(&mut inner), Some(2));
-        });
+        let scope = Scope::open();
+        hold_panic(1);
+        let mut empty = None;
+        Scope::open().close_into(&mut empty);
+        assert!(empty.is_none());
+        let mut inner = None;
+        let inner_scope = Scope::open();
+        hold_panic(2);
+        inner_scope.close_into(&mut inner);
+        assert_eq!(cells(), (1, None, 1, 1));
+        let mut inner = inner.expect("the inner scope held a panic");
+        assert_eq!(panic_code(&mut inner), Some(2));
+        scope.close_into(&mut outer);
         assert_eq!(cells(), CLOSED);
         let mut outer = outer.expect("the outer scope held a panic");
         assert_eq!(panic_code(&mut outer), Some(1));
@@ -797,11 +815,13 @@ mod tests {
     fn a_drop_that_panics_inside_a_scope_closes_it() {
         let mut reaper = None;
         let caught = catch_unwind(AssertUnwindSafe(|| {
-            Reaper::collect_into(&mut reaper, || {
-                Reaper::mark(0, 0x40);
-                hold_panic(1);
+            let scope = Scope::open();
+            Reaper::mark(0, 0x40);
+            hold_panic(1);
+            if caught_here() {
                 panic!("a drop panicked");
-            });
+            }
+            scope.close_into(&mut reaper);
         }));
         assert!(caught.is_err());
         // What the scope held is dropped with it: the gather is gone.

@@ -645,7 +645,9 @@ impl<F, O, const N: usize, const LIMITED: bool> Slot<'_, F, O, N, LIMITED> {
             Reaper::mark(index, core::ptr::from_ref(&*fut).addr());
         }
         self.fut.set(None);
-        self.own_waker = false;
+        if N >= OWN_WAKERS_FROM {
+            self.own_waker = false;
+        }
         self.trace.end(record.stop_outcome(index));
         true
     }
