@@ -19,6 +19,9 @@ use syn::{Lifetime, LitStr};
 use crate::ast::{Branch, Branches, Dynamic};
 use crate::valid::{Gather, Policy};
 
+/// How many slots a tuple of the fixed form holds (see `fixed`).
+const CHUNK: usize = 16;
+
 /// The generated names, made once.
 struct Names {
     krate: TokenStream,
@@ -72,9 +75,17 @@ pub(crate) fn expand(gather: Gather) -> TokenStream {
         let sleep = quote_spanned!(expr.span()=> #k::__private::deadline(#expr));
         quote!(let mut #deadline = ::core::pin::pin!(#sleep);)
     });
-    let (setup, poll) = match &gather.branches {
-        Branches::Fixed(branches) => fixed(&n, &gather, branches, &limit),
-        Branches::Dynamic(dynamic) => self::dynamic(&n, &gather, dynamic, &limit),
+    // The fixed form's poll takes the references it needs by value, one per kind of state
+    // (see `fixed`); the dynamic form's borrows its driver.
+    let (setup, poll, capture) = match &gather.branches {
+        Branches::Fixed(branches) => {
+            let (setup, poll) = fixed(&n, &gather, branches, &limit);
+            (setup, poll, quote!(move))
+        }
+        Branches::Dynamic(dynamic) => {
+            let (setup, poll) = self::dynamic(&n, &gather, dynamic, &limit);
+            (setup, poll, quote!())
+        }
     };
     quote! {
         {
@@ -87,7 +98,7 @@ pub(crate) fn expand(gather: Gather) -> TokenStream {
             };
             #deadline_let
             #setup
-            ::core::future::poll_fn(|#cx: &mut ::core::task::Context<'_>| {
+            ::core::future::poll_fn(#capture |#cx: &mut ::core::task::Context<'_>| {
                 #poll
             })
             .await
@@ -152,8 +163,22 @@ fn fixed(
         ..
     } = n;
     let site = Span::mixed_site();
-    let slots: Vec<Ident> = (0..branches.len())
-        .map(|i| format_ident!("__gather_b{}", i, span = site))
+    // The slots are in tuples of up to `CHUNK`, which the poll reaches through one reference
+    // each: a closure that captured each slot on its own would store and load a pointer per
+    // branch. Not one tuple of all: rustc takes time quadratic in a tuple's length to check
+    // the code that borrows its fields.
+    let chunks: Vec<Ident> = (0..branches.len().div_ceil(CHUNK))
+        .map(|c| format_ident!("__gather_slots{}", c, span = site))
+        .collect();
+    let slots: Vec<TokenStream> = (0..branches.len())
+        .map(|i| {
+            let chunk = &chunks[i / CHUNK];
+            let field = syn::Index {
+                index: (i % CHUNK) as u32,
+                span: site,
+            };
+            quote!(#chunk.#field)
+        })
         .collect();
     let indices: Vec<usize> = (0..branches.len()).collect();
     // The branch count, which chooses how the runtime compiles a branch's poll.
@@ -161,22 +186,29 @@ fn fixed(
     // Whether branches may wait for their turn, which the runtime checks only then.
     let limited = gather.limit.is_some();
 
-    let slot_lets = branches
+    let slot_inits: Vec<TokenStream> = branches
         .iter()
-        .zip(&slots)
         .zip(&indices)
-        .map(|((branch, slot), i)| {
+        .map(|(branch, i)| {
             let future = branch_future(n, gather, &branch.expr, branch.span, &quote!(#i));
             quote! {
-                let mut #slot = #k::__private::Slot::<_, _, #count, #limited> {
+                #k::__private::Slot::<_, _, #count, #limited> {
                     fut: ::core::pin::pin!(::core::option::Option::Some(#future)),
                     out: ::core::option::Option::None,
                     trace: #k::__private::BranchSpan::NONE,
                     own_waker: false,
-                };
+                },
             }
-        });
-    let name_lits = branches.iter().map(|b| LitStr::new(&b.name, b.span));
+        })
+        .collect();
+    let chunk_lets = chunks
+        .iter()
+        .zip(slot_inits.chunks(CHUNK))
+        .map(|(chunk, inits)| quote!(let mut #chunk = ( #(#inits)* );));
+    let name_lits: Vec<LitStr> = branches
+        .iter()
+        .map(|b| LitStr::new(&b.name, b.span))
+        .collect();
     // `settle` and `race` have no error type; the others take it from their branches.
     let error_type = match gather.policy {
         Policy::Settle | Policy::Race => quote!(#k::__private::Infallible),
@@ -184,7 +216,7 @@ fn fixed(
     };
     let policy_name = gather.policy.name();
     let setup = quote! {
-        #(#slot_lets)*
+        #(#chunk_lets)*
         // An array, not a slice: its length is known, so naming a branch needs no bounds check.
         let #names: &'static [&'static str; #count] = &[ #(#name_lits),* ];
         let mut #record = #k::__private::Record::<#error_type>::new(#limit, #names, #policy_name);
@@ -193,6 +225,11 @@ fn fixed(
         // task, never builds or drops one.
         let mut #reaper: ::core::option::Option<#k::__private::Reaper> = ::core::option::Option::None;
         let mut #ending = ::core::option::Option::None;
+        // What the poll reaches, as references it takes by value.
+        #( let #chunks = &mut #chunks; )*
+        let #record = &mut #record;
+        let #reaper = &mut #reaper;
+        let #ending = &mut #ending;
     };
 
     // One poll of branch `i`, spanned at the branch so that a type error lands under it.
@@ -229,13 +266,13 @@ fn fixed(
     let stop_all = quote! {
         let #scope = #k::__private::Scope::open();
         let mut #stopped = #record.stopped();
-        #( #slots.cancel(#indices, #guarded, #names, &#record, &mut #stopped); )*
-        #scope.close_into(&mut #reaper);
+        #( #slots.cancel(#indices, #guarded, #name_lits, &#record, &mut #stopped); )*
+        #scope.close_into(#reaper);
     };
     let drop_all = quote! {
         let #scope = #k::__private::Scope::open();
         #( #slots.drop_future(#indices, #guarded, &#record); )*
-        #scope.close_into(&mut #reaper);
+        #scope.close_into(#reaper);
     };
     // The winner's output; a branch whose output type differs fails to match the others here.
     let winner = {
@@ -259,7 +296,7 @@ fn fixed(
             if #reaper.is_none() {
                 return ::core::task::Poll::Ready(#out);
             }
-            #ending = ::core::option::Option::Some(#out);
+            *#ending = ::core::option::Option::Some(#out);
             break #run;
         }
     };

@@ -616,18 +616,19 @@ impl<F, O, const N: usize, const LIMITED: bool> Slot<'_, F, O, N, LIMITED> {
 
     /// Drops the branch future if it is still running, and names it in `stopped` if it had
     /// started (a branch that `limit` held back is dropped without being named). `guarded`
-    /// is the branch's [`Probe`]. Called inside the gather's reaping scope.
+    /// is the branch's [`Probe`], `name` its name, both constants where `gather!` is written.
+    /// Called inside the gather's reaping scope.
     #[inline(always)]
     pub fn cancel<E>(
         &mut self,
         index: usize,
         guarded: bool,
-        names: &[&'static str],
+        name: &'static str,
         record: &Record<E>,
         stopped: &mut Vec<Branch>,
     ) {
         if self.drop_future(index, guarded, record) && (!LIMITED || index < record.started) {
-            stopped.push(Branch::__new(index, names[index]));
+            stopped.push(Branch::__new(index, name));
         }
     }
 
