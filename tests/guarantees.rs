@@ -437,3 +437,56 @@ async fn a_sibling_that_panics_when_cancelled_leaves_no_branch_running() {
     assert!(story.contains(&"before dropped".to_owned()), "{story:?}");
     assert!(story.contains(&"after dropped".to_owned()), "{story:?}");
 }
+
+/// How many tasks of the current runtime are alive.
+fn alive() -> usize {
+    tokio::runtime::Handle::current()
+        .metrics()
+        .num_alive_tasks()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_drop_that_panics_inside_the_reaping_scope_still_closes_it() {
+    // The failure cancels a sibling that owns a task (the scope holds it), then one that
+    // panics when dropped: the scope closes on the way out, and lets go of what it held.
+    let base = alive();
+    let log = Journal::new();
+    let (payload, _) = catch(&log, async {
+        gather!(
+            async {
+                let _task = gather::spawn(log.probe("first", pending::<()>()));
+                pending::<()>().await;
+                Ok::<u8, &str>(0)
+            },
+            async {
+                let _guard = PanicsOnDrop;
+                pending::<()>().await;
+                Ok::<u8, &str>(1)
+            },
+            sleepy(10, Err::<u8, &str>("failed")),
+        )
+    })
+    .await;
+    assert_eq!(
+        payload.downcast_ref::<&str>(),
+        Some(&"dropped a PanicsOnDrop")
+    );
+    // Aborted, though not awaited: the gather was gone.
+    tokio::task::yield_now().await;
+    assert!(log.dropped("first"), "{log:?}");
+    assert_eq!(alive(), base);
+
+    // The next gather on the thread opens a scope of its own, and awaits the task of the
+    // branch it cancels before it returns.
+    let result = gather!(
+        async {
+            gather::spawn(log.probe("second", pending::<()>())).await;
+            Ok::<u8, &str>(0)
+        },
+        sleepy(10, Err::<u8, &str>("failed")),
+    );
+    let alive_at_return = alive();
+    assert!(result.is_err());
+    assert!(log.dropped("second"), "{log:?}");
+    assert_eq!(alive_at_return, base, "the task outlived the gather");
+}

@@ -12,12 +12,15 @@
 //! under the branch.
 
 use proc_macro2::{Ident, Span, TokenStream};
-use quote::{quote, quote_spanned};
+use quote::{format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{Lifetime, LitStr};
 
 use crate::ast::{Branch, Branches, Dynamic};
 use crate::valid::{Gather, Policy};
+
+/// How many slots a tuple of the fixed form holds (see `fixed`).
+const CHUNK: usize = 16;
 
 /// The generated names, made once.
 struct Names {
@@ -32,6 +35,7 @@ struct Names {
     stopped: Ident,
     out: Ident,
     reaper: Ident,
+    scope: Ident,
     ending: Ident,
     label: Lifetime,
     run: Lifetime,
@@ -51,6 +55,7 @@ pub(crate) fn expand(gather: Gather) -> TokenStream {
         stopped: Ident::new("__gather_stopped", site),
         out: Ident::new("__gather_out", site),
         reaper: Ident::new("__gather_reaper", site),
+        scope: Ident::new("__gather_scope", site),
         ending: Ident::new("__gather_ending", site),
         label: Lifetime::new("'__gather_pass", site),
         run: Lifetime::new("'__gather_run", site),
@@ -70,9 +75,17 @@ pub(crate) fn expand(gather: Gather) -> TokenStream {
         let sleep = quote_spanned!(expr.span()=> #k::__private::deadline(#expr));
         quote!(let mut #deadline = ::core::pin::pin!(#sleep);)
     });
-    let (setup, poll) = match &gather.branches {
-        Branches::Fixed(branches) => fixed(&n, &gather, branches, &limit),
-        Branches::Dynamic(dynamic) => self::dynamic(&n, &gather, dynamic, &limit),
+    // The fixed form's poll takes the references it needs by value, one per kind of state
+    // (see `fixed`); the dynamic form's borrows its driver.
+    let (setup, poll, capture) = match &gather.branches {
+        Branches::Fixed(branches) => {
+            let (setup, poll) = fixed(&n, &gather, branches, &limit);
+            (setup, poll, quote!(move))
+        }
+        Branches::Dynamic(dynamic) => {
+            let (setup, poll) = self::dynamic(&n, &gather, dynamic, &limit);
+            (setup, poll, quote!())
+        }
     };
     quote! {
         {
@@ -85,7 +98,7 @@ pub(crate) fn expand(gather: Gather) -> TokenStream {
             };
             #deadline_let
             #setup
-            ::core::future::poll_fn(|#cx: &mut ::core::task::Context<'_>| {
+            ::core::future::poll_fn(#capture |#cx: &mut ::core::task::Context<'_>| {
                 #poll
             })
             .await
@@ -139,6 +152,7 @@ fn fixed(
         names,
         deadline,
         reaper,
+        scope,
         ending,
         index,
         error,
@@ -149,44 +163,53 @@ fn fixed(
         ..
     } = n;
     let site = Span::mixed_site();
-    // The slots live in one tuple, which the poll closure reaches through one reference (a
-    // reference per slot would cost a pointer per branch in the gather's future, and a load
-    // per branch in each pass); inside the closure, slot `i` is `__gather_slots.i`.
-    let all = Ident::new("__gather_slots", site);
-    let slots: Vec<TokenStream> = branches
-        .iter()
-        .enumerate()
-        .map(|(i, b)| {
+    // The slots are in tuples of up to `CHUNK`, which the poll reaches through one reference
+    // each: a closure that captured each slot on its own would store and load a pointer per
+    // branch. Not one tuple of all: rustc takes time quadratic in a tuple's length to check
+    // the code that borrows its fields.
+    let chunks: Vec<Ident> = (0..branches.len().div_ceil(CHUNK))
+        .map(|c| format_ident!("__gather_slots{}", c, span = site))
+        .collect();
+    let slots: Vec<TokenStream> = (0..branches.len())
+        .map(|i| {
+            let chunk = &chunks[i / CHUNK];
             let field = syn::Index {
-                span: b.span,
-                ..syn::Index::from(i)
+                index: (i % CHUNK) as u32,
+                span: site,
             };
-            quote_spanned!(b.span=> #all.#field)
+            quote!(#chunk.#field)
         })
         .collect();
     let indices: Vec<usize> = (0..branches.len()).collect();
     // The branch count, which chooses how the runtime compiles a branch's poll.
     let count = proc_macro2::Literal::usize_unsuffixed(branches.len());
+    // Whether branches may wait for their turn, which the runtime checks only then.
+    let limited = gather.limit.is_some();
 
-    let slot_exprs = branches.iter().zip(&indices).map(|(branch, i)| {
-        let future = branch_future(n, gather, &branch.expr, branch.span, &quote!(#i));
-        quote! {
-            #k::__private::Slot::<_, _, #count> {
-                fut: ::core::pin::pin!(::core::option::Option::Some(#future)),
-                out: ::core::option::Option::None,
-                trace: #k::__private::BranchSpan::NONE,
-                own_waker: false,
-                finished: false,
-                guarded: false,
-            },
-        }
-    });
-    let probes = slots.iter().map(|slot| {
-        quote! {
-            #slot.guarded = (&#k::__private::Probe::of(&#slot.fut)).guarded();
-        }
-    });
-    let name_lits = branches.iter().map(|b| LitStr::new(&b.name, b.span));
+    let slot_inits: Vec<TokenStream> = branches
+        .iter()
+        .zip(&indices)
+        .map(|(branch, i)| {
+            let future = branch_future(n, gather, &branch.expr, branch.span, &quote!(#i));
+            quote! {
+                #k::__private::Slot::<_, _, #count, #limited> {
+                    fut: ::core::pin::pin!(::core::option::Option::Some(#future)),
+                    out: ::core::option::Option::None,
+                    trace: #k::__private::BranchSpan::NONE,
+                    own_waker: false,
+                    finished: false,
+                },
+            }
+        })
+        .collect();
+    let chunk_lets = chunks
+        .iter()
+        .zip(slot_inits.chunks(CHUNK))
+        .map(|(chunk, inits)| quote!(let mut #chunk = ( #(#inits)* );));
+    let name_lits: Vec<LitStr> = branches
+        .iter()
+        .map(|b| LitStr::new(&b.name, b.span))
+        .collect();
     // `settle` and `race` have no error type; the others take it from their branches.
     let error_type = match gather.policy {
         Policy::Settle | Policy::Race => quote!(#k::__private::Infallible),
@@ -194,14 +217,20 @@ fn fixed(
     };
     let policy_name = gather.policy.name();
     let setup = quote! {
-        let mut #all = ( #(#slot_exprs)* );
-        #(#probes)*
-        let #names: &'static [&'static str] = &[ #(#name_lits),* ];
+        #(#chunk_lets)*
+        // An array, not a slice: its length is known, so naming a branch needs no bounds check.
+        let #names: &'static [&'static str; #count] = &[ #(#name_lits),* ];
         let mut #record = #k::__private::Record::<#error_type>::new(#limit, #names, #policy_name);
-        // Made only when the gather ends early: a gather that ends with every branch's
-        // outcome never builds or drops one.
+        // Made only when the gather ends early with tasks to await or a panic to resume: a
+        // gather that ends with every branch's outcome, or whose cancelled branches owned no
+        // task, never builds or drops one.
         let mut #reaper: ::core::option::Option<#k::__private::Reaper> = ::core::option::Option::None;
         let mut #ending = ::core::option::Option::None;
+        // What the poll reaches, as references it takes by value.
+        #( let #chunks = &mut #chunks; )*
+        let #record = &mut #record;
+        let #reaper = &mut #reaper;
+        let #ending = &mut #ending;
     };
 
     // One poll of branch `i`, spanned at the branch so that a type error lands under it.
@@ -227,17 +256,24 @@ fn fixed(
             .collect()
     };
     let all_outputs = quote!(( #( #slots.take(), )* ));
-    // Cancels every branch still running, naming those that had started, inside the reaping
+    // Whether each branch guards a task, known from its type: a constant, so that the check
+    // costs nothing when its branch is dropped.
+    let guarded: Vec<TokenStream> = slots
+        .iter()
+        .map(|slot| quote!((&#k::__private::Probe::of(&#slot.fut)).guarded()))
+        .collect();
+    // Cancels every branch still running, naming those that had started, inside a reaping
     // scope: the tasks of adopted and spawned branches are awaited before the gather returns.
     let stop_all = quote! {
-        let #stopped = #reaper.get_or_insert_default().collect(|| {
-            let mut #stopped = #record.stopped();
-            #( #slots.cancel(#indices, #names, &#record, &mut #stopped); )*
-            #stopped
-        });
+        let #scope = #k::__private::Scope::open();
+        let mut #stopped = #record.stopped();
+        #( #slots.cancel(#indices, #guarded, #name_lits, &#record, &mut #stopped); )*
+        #scope.close_into(#reaper);
     };
     let drop_all = quote! {
-        #reaper.get_or_insert_default().collect(|| { #( #slots.drop_future(#indices, &#record); )* });
+        let #scope = #k::__private::Scope::open();
+        #( #slots.drop_future(#indices, #guarded, &#record); )*
+        #scope.close_into(#reaper);
     };
     // The winner's output; a branch whose output type differs fails to match the others here.
     let winner = {
@@ -253,10 +289,15 @@ fn fixed(
             };
         }
     };
-    // Ends the gather with `value` once every aborted task is gone.
+    // Ends the gather with `value`: at once when the reaping scope held nothing (no task to
+    // await, no panic to resume), else once every aborted task is gone.
     let end_with = |value: TokenStream| {
         quote! {
-            #ending = ::core::option::Option::Some(#value);
+            let #out = #value;
+            if #reaper.is_none() {
+                return ::core::task::Poll::Ready(#out);
+            }
+            *#ending = ::core::option::Option::Some(#out);
             break #run;
         }
     };
@@ -331,9 +372,7 @@ fn fixed(
             if let ::core::option::Option::Some((#index, #error)) = #k::__private::take_trouble() {
                 #record.troubled(#index);
                 #drop_all
-                if let ::core::option::Option::Some(#reaper) = #reaper.as_mut() {
-                    #reaper.trouble(#index, #names[#index], #error);
-                }
+                #reaper.get_or_insert_default().trouble(#index, #names[#index], #error);
                 break #run;
             }
         }
@@ -385,10 +424,8 @@ fn fixed(
     )
     .then(|| quote!(#reaper.keep_finished(&mut #out);));
     let poll = quote! {
-        // One capture for every slot: the closure borrows the whole tuple.
-        let #all = &mut #all;
         #run: {
-            // A reaper is made only by ending early, with an outcome or with a panic.
+            // A reaper is made only by ending early with tasks to await or a panic to resume.
             if #reaper.is_some() {
                 break #run;
             }

@@ -542,63 +542,118 @@ impl Drop for Reaper {
     }
 }
 
+/// An open reaping scope: the fixed form opens one, drops the branches it cancels, and closes
+/// it into its reaper with [`close_into`](Scope::close_into); the dynamic form and the tests
+/// use [`Reaper::collect`]. A guard rather than a closure, so that the drops need no closure
+/// that captures every branch.
+///
+/// Opening and closing it touches only plain cells; the stack is reached only when something
+/// was held in it. Dropping it closes it, also when a drop inside it panics: what it holds is
+/// then dropped (its tasks only aborted), as the gather is gone.
+#[must_use = "a reaping scope collects what is dropped while it is open, then must be closed"]
+pub struct Scope {
+    open: usize,
+    branch: Option<(usize, usize)>,
+    held: usize,
+}
+
+impl core::fmt::Debug for Scope {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Scope")
+            .field("outer", &self.open)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Scope {
+    /// Opens a reaping scope on this thread, inside any already open.
+    #[inline(always)]
+    pub fn open() -> Scope {
+        let open = OPEN.get();
+        OPEN.set(open + 1);
+        Scope {
+            open,
+            branch: BRANCH.take(),
+            held: HELD.get(),
+        }
+    }
+
+    /// Whether something was held in the scope since it opened.
+    #[inline(always)]
+    fn holds(&self) -> bool {
+        HELD.get() != self.held
+    }
+
+    /// What the scope holds, taken off the stack.
+    #[cold]
+    #[inline(never)]
+    fn take(&self) -> Vec<Held> {
+        HELD.set(self.held);
+        STACK
+            .try_with(|stack| stack.borrow_mut().split_off(self.held))
+            .unwrap_or_default()
+    }
+
+    /// Closes the scope, and gives what it held, if anything was.
+    #[inline(always)]
+    fn close(self) -> Option<Vec<Held>> {
+        let held = self.holds().then(|| self.take());
+        drop(self);
+        held
+    }
+
+    /// Closes the scope. What it held (a task aborted, or a panic still to resume) goes to
+    /// `reaper`, made then if there is none yet; a gather whose `reaper` stays `None` has
+    /// nothing to await and can return at once.
+    #[inline(always)]
+    pub fn close_into(self, reaper: &mut Option<Reaper>) {
+        if let Some(held) = self.close() {
+            reaper.get_or_insert_default().keep(held);
+        }
+    }
+}
+
+impl Drop for Scope {
+    #[inline(always)]
+    fn drop(&mut self) {
+        OPEN.set(self.open);
+        BRANCH.set(self.branch);
+        if self.holds() {
+            drop(self.take());
+        }
+    }
+}
+
 impl Reaper {
     /// Runs `cancel` (the drops of a gather's branches) with a reaping scope open, and keeps
     /// every task aborted by it, to await in [`poll_reaped`](Reaper::poll_reaped).
     pub fn collect<R>(&mut self, cancel: impl FnOnce() -> R) -> R {
-        /// Closes the scope, even if a drop panics: then what it holds is dropped (its tasks
-        /// only aborted), as the gather is gone.
-        struct Close {
-            open: usize,
-            branch: Option<(usize, usize)>,
-            held: usize,
-        }
-        impl Close {
-            /// What the scope holds, taken off the stack.
-            fn take(&self) -> Vec<Held> {
-                if HELD.get() == self.held {
-                    return Vec::new();
-                }
-                HELD.set(self.held);
-                STACK
-                    .try_with(|stack| stack.borrow_mut().split_off(self.held))
-                    .unwrap_or_default()
-            }
-        }
-        impl Drop for Close {
-            fn drop(&mut self) {
-                OPEN.set(self.open);
-                BRANCH.set(self.branch);
-                drop(self.take());
-            }
-        }
-        let open = OPEN.get();
-        OPEN.set(open + 1);
-        let close = Close {
-            open,
-            branch: BRANCH.take(),
-            held: HELD.get(),
-        };
+        let scope = Scope::open();
         let result = cancel();
-        let held = close.take();
-        drop(close);
-        if !held.is_empty() {
-            let mut tasks = Vec::with_capacity(held.len() + self.pending.len());
-            for held in held {
-                match held {
-                    Held::Task(reap) => tasks.push(reap),
-                    // The first panic is the one resumed.
-                    Held::Panic(payload) => {
-                        self.panic.get_or_insert(payload);
-                    }
-                }
-            }
-            // Kept last-aborted first, so that `poll_reaped` meets them in abort order.
-            tasks.reverse();
-            tasks.append(&mut self.pending);
-            self.pending = tasks;
+        if let Some(held) = scope.close() {
+            self.keep(held);
         }
         result
+    }
+
+    /// Keeps what a closed scope held: its tasks to await, and its first panic.
+    #[cold]
+    #[inline(never)]
+    fn keep(&mut self, held: Vec<Held>) {
+        let mut tasks = Vec::with_capacity(held.len() + self.pending.len());
+        for held in held {
+            match held {
+                Held::Task(reap) => tasks.push(reap),
+                // The first panic is the one resumed.
+                Held::Panic(payload) => {
+                    self.panic.get_or_insert(payload);
+                }
+            }
+        }
+        // Kept last-aborted first, so that `poll_reaped` meets them in abort order.
+        tasks.reverse();
+        tasks.append(&mut self.pending);
+        self.pending = tasks;
     }
 
     /// Marks the branch whose drop follows (its index, and the address of its future), so
@@ -678,5 +733,111 @@ impl Reaper {
         {
             branches.retain(|b| !self.finished.contains(&b.index()));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+
+    /// The scope cells of this thread: open scopes, marked branch, held count, stack length.
+    fn cells() -> (usize, Option<(usize, usize)>, usize, usize) {
+        let stack = STACK.with(|stack| stack.borrow().len());
+        (OPEN.get(), BRANCH.get(), HELD.get(), stack)
+    }
+
+    /// As they are with no scope open.
+    const CLOSED: (usize, Option<(usize, usize)>, usize, usize) = (0, None, 0, 0);
+
+    fn hold_panic(code: u32) {
+        hold(|_| Held::Panic(Box::new(code)));
+    }
+
+    /// Always `true`, though the compiler cannot tell: code after a panic stays reachable.
+    fn caught_here() -> bool {
+        std::hint::black_box(true)
+    }
+
+    fn panic_code(reaper: &mut Reaper) -> Option<u32> {
+        reaper
+            .panic
+            .take()
+            .and_then(|p| p.downcast::<u32>().ok())
+            .map(|p| *p)
+    }
+
+    #[test]
+    fn a_scope_that_holds_nothing_makes_no_reaper() {
+        let mut reaper = None;
+        let scope = Scope::open();
+        assert_eq!(cells(), (1, None, 0, 0));
+        Reaper::mark(3, 0x40);
+        scope.close_into(&mut reaper);
+        assert!(reaper.is_none());
+        assert_eq!(cells(), CLOSED);
+    }
+
+    #[test]
+    fn a_scope_that_holds_something_makes_a_reaper_for_it() {
+        let mut reaper = None;
+        let scope = Scope::open();
+        hold_panic(1);
+        scope.close_into(&mut reaper);
+        assert_eq!(cells(), CLOSED);
+        let mut reaper = reaper.expect("the scope held a panic");
+        assert!(reaper.ends_in_panic());
+        assert_eq!(panic_code(&mut reaper), Some(1));
+    }
+
+    #[test]
+    fn nested_scopes_keep_what_was_held_in_each() {
+        let mut outer = None;
+        let scope = Scope::open();
+        hold_panic(1);
+        let mut empty = None;
+        Scope::open().close_into(&mut empty);
+        assert!(empty.is_none());
+        let mut inner = None;
+        let inner_scope = Scope::open();
+        hold_panic(2);
+        inner_scope.close_into(&mut inner);
+        assert_eq!(cells(), (1, None, 1, 1));
+        let mut inner = inner.expect("the inner scope held a panic");
+        assert_eq!(panic_code(&mut inner), Some(2));
+        scope.close_into(&mut outer);
+        assert_eq!(cells(), CLOSED);
+        let mut outer = outer.expect("the outer scope held a panic");
+        assert_eq!(panic_code(&mut outer), Some(1));
+    }
+
+    #[test]
+    fn a_drop_that_panics_inside_a_scope_closes_it() {
+        let mut reaper = None;
+        let caught = catch_unwind(AssertUnwindSafe(|| {
+            let scope = Scope::open();
+            Reaper::mark(0, 0x40);
+            hold_panic(1);
+            if caught_here() {
+                panic!("a drop panicked");
+            }
+            scope.close_into(&mut reaper);
+        }));
+        assert!(caught.is_err());
+        // What the scope held is dropped with it: the gather is gone.
+        assert!(reaper.is_none());
+        assert_eq!(cells(), CLOSED);
+    }
+
+    #[test]
+    fn a_reaper_adds_what_a_later_scope_held() {
+        let mut reaper = Reaper::default();
+        reaper.collect(|| {});
+        assert!(!reaper.ends_in_panic());
+        reaper.collect(|| hold_panic(1));
+        reaper.collect(|| hold_panic(2));
+        assert_eq!(cells(), CLOSED);
+        // The first panic is the one resumed.
+        assert_eq!(panic_code(&mut reaper), Some(1));
     }
 }

@@ -411,8 +411,8 @@ macro_rules! gather {
 pub mod __private {
     pub use crate::dynamic::{Cancel, Driver, Engine, Finish, Race, RaceOk, Settle};
     pub use crate::guard::{
-        Adopt, AdoptAny, AdoptJoinHandle, Adopted, Reaper, SpawnAdopted, SpawnNeedsSendAndStatic,
-        Spawned, take_trouble,
+        Adopt, AdoptAny, AdoptJoinHandle, Adopted, Reaper, Scope, SpawnAdopted,
+        SpawnNeedsSendAndStatic, Spawned, take_trouble,
     };
     pub use crate::slot::{
         BranchResult, Probe, ProbeAny, ProbeGuarded, Record, SameError, Slot, failed, timed_out,

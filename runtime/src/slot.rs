@@ -21,9 +21,10 @@ use crate::wake::Wakers;
 /// `O` is what is kept: the whole output under `settle` and `race`, the success value under
 /// `cancel`, `finish` and `race_ok` (an error goes to the [`Record`] the moment it is seen).
 /// `N` is the gather's branch count, which chooses how a branch is polled (see
-/// `OWN_WAKERS_FROM`).
+/// `OWN_WAKERS_FROM`). `LIMITED` says whether the gather has the `limit` option: without it,
+/// every branch starts with the gather, and nothing needs to check whether one has.
 #[must_use = "a gather branch does nothing unless polled"]
-pub struct Slot<'a, F, O, const N: usize> {
+pub struct Slot<'a, F, O, const N: usize, const LIMITED: bool> {
     /// The branch future while it runs; `None` once it has finished or been cancelled.
     pub fut: Pin<&'a mut Option<F>>,
     /// What the gather keeps of the branch's output, until it takes it.
@@ -38,15 +39,13 @@ pub struct Slot<'a, F, O, const N: usize> {
     /// future is at hand anyway). A branch the gather cancels is not marked: no pass follows a
     /// cancel, and `fut` says it all.
     pub finished: bool,
-    /// Whether the branch future is itself a guard of a task (an adopted `JoinHandle`, or a
-    /// spawned branch), whose task is then known as this branch's when the gather cancels it.
-    /// Set by `gather!` with a [`Probe`].
-    pub guarded: bool,
 }
 
 /// Tells at the call site, by its static type, whether a branch future is itself a guard of a
-/// task: `(&Probe::of(&slot.fut)).guarded()` picks [`ProbeGuarded`] for [`Adopted`] and
-/// [`Spawned`] (no autoref needed) and [`ProbeAny`] for any other future (one autoref).
+/// task (an adopted `JoinHandle`, or a spawned branch), whose task is then known as this
+/// branch's when the gather cancels it: `(&Probe::of(&slot.fut)).guarded()` picks
+/// [`ProbeGuarded`] for [`Adopted`] and [`Spawned`] (no autoref needed) and [`ProbeAny`] for
+/// any other future (one autoref).
 pub struct Probe<F>(PhantomData<F>);
 
 impl<F> core::fmt::Debug for Probe<F> {
@@ -88,7 +87,7 @@ pub trait ProbeAny {
 
 impl<F> ProbeAny for &Probe<F> {}
 
-impl<F, O, const N: usize> core::fmt::Debug for Slot<'_, F, O, N> {
+impl<F, O, const N: usize, const LIMITED: bool> core::fmt::Debug for Slot<'_, F, O, N, LIMITED> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         let state = match (self.fut.is_some(), self.out.is_some()) {
             (true, _) => "running",
@@ -265,6 +264,7 @@ impl<E> Record<E> {
 
     /// Admits the branch at `index` if it has started, or may start now. Branches start in
     /// order, and a pass visits them in order, so `index == started` for the next to start.
+    /// Asked only under `limit`: without it, every branch started with the gather.
     #[inline(always)]
     fn admit(&mut self, index: usize) -> bool {
         if index < self.started {
@@ -332,14 +332,15 @@ pub fn timed_out<E>(pending: Vec<Branch>) -> Error<E> {
     Error::TimedOut { pending }
 }
 
-impl<F, O, const N: usize> Slot<'_, F, O, N> {
+impl<F, O, const N: usize, const LIMITED: bool> Slot<'_, F, O, N, LIMITED> {
     /// Whether the branch is not polled in this pass: it has finished or been cancelled, or it
     /// runs with a waker of its own that was not woken since its last poll (a wake polls only
     /// its own branch). Before a branch has one (at its first poll, which needs no
     /// allocation), it is polled with the gather's waker, on every poll of the gather.
     #[inline(always)]
     fn skips<E>(&self, record: &mut Record<E>, index: usize) -> bool {
-        if self.own_waker {
+        // Below `OWN_WAKERS_FROM` no branch has a waker of its own: not even a check.
+        if N >= OWN_WAKERS_FROM && self.own_waker {
             // A branch with its own waker is running, and the record has the wakers.
             return !record.wakers.as_ref().is_some_and(|w| w.take_woken(index));
         }
@@ -365,12 +366,17 @@ impl<F, O, const N: usize> Slot<'_, F, O, N> {
         let Some(fut) = self.fut.as_mut().as_pin_mut() else {
             return Poll::Ready(None);
         };
-        if !record.admit(index) {
+        if LIMITED && !record.admit(index) {
             return Poll::Pending;
         }
         self.trace
             .start(&record.trace, index, || record.names[index]);
-        let polled = match &record.wakers {
+        let wakers = if N >= OWN_WAKERS_FROM {
+            record.wakers.as_ref()
+        } else {
+            None
+        };
+        let polled = match wakers {
             Some(wakers) => {
                 self.own_waker = true;
                 let trace = &mut self.trace;
@@ -613,37 +619,42 @@ impl<F, O, const N: usize> Slot<'_, F, O, N> {
     }
 
     /// Drops the branch future if it is still running, and names it in `stopped` if it had
-    /// started (a branch that `limit` held back is dropped without being named).
-    #[inline]
+    /// started (a branch that `limit` held back is dropped without being named). `guarded`
+    /// is the branch's [`Probe`], `name` its name, both constants where `gather!` is written.
+    /// Called inside the gather's reaping scope.
+    #[inline(always)]
     pub fn cancel<E>(
         &mut self,
         index: usize,
-        names: &[&'static str],
+        guarded: bool,
+        name: &'static str,
         record: &Record<E>,
         stopped: &mut Vec<Branch>,
     ) {
-        if self.fut.is_some() {
-            self.drop_future(index, record);
-            if index < record.started {
-                stopped.push(Branch::__new(index, names[index]));
-            }
+        if self.drop_future(index, guarded, record) && (!LIMITED || index < record.started) {
+            stopped.push(Branch::__new(index, name));
         }
     }
 
-    /// Drops the branch future if it is still running. Called inside the gather's reaping
-    /// scope: a task the future owned is awaited before the gather returns.
-    #[inline]
-    pub fn drop_future<E>(&mut self, index: usize, record: &Record<E>) {
-        if let Some(fut) = self.fut.as_mut().as_pin_mut() {
-            // Only a guard's own task can be the branch's; marking costs a thread-local write
-            // (about 15 instructions a branch, measured on the failure path).
-            if self.guarded {
-                Reaper::mark(index, core::ptr::from_ref(&*fut).addr());
-            }
-            self.fut.set(None);
-            self.own_waker = false;
-            self.trace.end(record.stop_outcome(index));
+    /// Drops the branch future if it is still running, and says whether it was. `guarded` is
+    /// the branch's [`Probe`], known where `gather!` is written, so that the check costs
+    /// nothing. Called inside the gather's reaping scope: a task the future owned is awaited
+    /// before the gather returns.
+    #[inline(always)]
+    pub fn drop_future<E>(&mut self, index: usize, guarded: bool, record: &Record<E>) -> bool {
+        let Some(fut) = self.fut.as_mut().as_pin_mut() else {
+            return false;
+        };
+        // Only a guard's own task can be the branch's; marking costs a thread-local write.
+        if guarded {
+            Reaper::mark(index, core::ptr::from_ref(&*fut).addr());
         }
+        self.fut.set(None);
+        if N >= OWN_WAKERS_FROM {
+            self.own_waker = false;
+        }
+        self.trace.end(record.stop_outcome(index));
+        true
     }
 
     /// What the gather kept of the output. Called once, after the branch has finished.
