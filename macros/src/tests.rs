@@ -230,10 +230,9 @@ fn count_tokens(stream: TokenStream) -> usize {
         .sum()
 }
 
-/// The expansion grows by the same number of tokens for every 16 branches added, under every
-/// policy and option: linear in the branch count (tokio's `join!` grows quadratically). The
-/// slots come in tuples of 16, each with a few tokens of its own, so the sizes compared are
-/// at whole tuples.
+/// The expansion grows linearly with the branch count, under every policy and option (tokio's
+/// `join!` grows quadratically): the same number of tokens for every branch added, plus a few
+/// for every tuple of 16 slots begun.
 #[test]
 fn expansion_grows_linearly_with_the_branch_count() {
     let size = |options: &str, n: usize| {
@@ -249,8 +248,21 @@ fn expansion_grows_linearly_with_the_branch_count() {
         "policy = race, limit = 2;",
         "policy = race_ok, spawn;",
     ] {
-        let (s16, s32, s96) = (size(options, 16), size(options, 32), size(options, 96));
-        let per_tuple = s32 - s16;
-        assert_eq!(s96 - s32, 4 * per_tuple, "{options}: {s16} {s32} {s96}");
+        let (s3, s12, s16, s17, s48) = (
+            size(options, 3),
+            size(options, 12),
+            size(options, 16),
+            size(options, 17),
+            size(options, 48),
+        );
+        let sizes = format!("{options}: {s3} {s12} {s16} {s17} {s48}");
+        // From 3 to 16 branches the slots fit one tuple: only branches are added.
+        assert_eq!((s12 - s3) % 9, 0, "{sizes}");
+        let per_branch = (s12 - s3) / 9;
+        assert_eq!(s16 - s12, 4 * per_branch, "{sizes}");
+        // The 17th branch begins a second tuple; 48 branches make three.
+        let per_tuple = s17 - s16 - per_branch;
+        assert!(per_tuple < per_branch, "{sizes}");
+        assert_eq!(s48 - s12, 36 * per_branch + 2 * per_tuple, "{sizes}");
     }
 }
