@@ -220,12 +220,14 @@ impl Future for Leaf {
     }
 }
 
+/// A dropped leaf forgets its waker, as a timer or a channel forgets the waker of a future
+/// that is dropped: nothing keeps a branch's waker once the gather has returned.
 impl Drop for Leaf {
     fn drop(&mut self) {
+        let gate = &self.board.gates[self.index];
+        lock(&gate.waker).take();
         if !self.done {
-            self.board.gates[self.index]
-                .dropped
-                .store(true, Ordering::SeqCst);
+            gate.dropped.store(true, Ordering::SeqCst);
         }
     }
 }
@@ -579,8 +581,9 @@ enum Driver<'a> {
     Runtime(&'a Runtime),
 }
 
-/// Measures one contender on one workload: a first run to warm up (lazy thread-locals,
-/// the runtime's queues), then the run that counts.
+/// Measures one contender on one workload: a first run to warm up (lazy thread-locals, the
+/// thread's spare block of per-branch wakers, the runtime's queues), then the run that counts:
+/// the steady state of a thread that runs gathers one after another.
 fn measure<F: Future>(
     rows: &mut Vec<Row>,
     driver: Driver<'_>,
