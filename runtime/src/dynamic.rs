@@ -1071,55 +1071,79 @@ where
     /// Polls the branches; the policy's outcome once it has one and every task it aborted is
     /// gone.
     pub fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Out> {
-        if !self.is_ending() {
-            if self.engine.started == 0 {
-                self.policy.reserve(self.engine.items_hint());
+        if self.engine.started == 0 {
+            // The first poll: nothing is woken or ending yet. A gather whose branches are all
+            // ready at their first poll ends here, without the engine's other steps.
+            self.policy.reserve(self.engine.items_hint());
+            match self.run_ready(cx) {
+                Run::Exhausted => return Poll::Ready(self.policy.done(self.engine.name)),
+                Run::Continue => {}
+                Run::Step(Step::Pending) => return Poll::Pending,
+                Run::Ended(end) => {
+                    self.ending = Some(end);
+                    return self.poll_end(cx);
+                }
+                Run::Step(_) => return self.poll_end(cx),
             }
+        } else if self.is_ending() {
+            return self.poll_end(cx);
+        } else {
             self.engine.begin(cx);
-            loop {
-                if self.engine.running == 0 && self.engine.to_poll.is_empty() {
+        }
+        self.poll_branches(cx)
+    }
+
+    /// Runs the branches that start in the stage while each is ready at its first poll (see
+    /// [`Engine::run_ready`]), handing their outputs to the policy.
+    #[inline(always)]
+    fn run_ready(&mut self, cx: &Context<'_>) -> Run<Out, F::Output> {
+        let Driver { engine, policy, .. } = self;
+        let name = engine.name;
+        engine.run_ready(cx, |index, mut span, out| {
+            span.end(if P::is_error(&out) {
+                Outcome::Error
+            } else {
+                Outcome::Ok
+            });
+            // No other branch is running: an end cancels none.
+            policy.output_next(index, out, name)
+        })
+    }
+
+    /// The rest of a poll, once the woken branches are taken: polls them, starts the next
+    /// branches, and hands each output to the policy, until the gather waits or ends.
+    fn poll_branches(&mut self, cx: &mut Context<'_>) -> Poll<Out> {
+        loop {
+            if self.engine.running == 0 && self.engine.to_poll.is_empty() {
+                match self.run_ready(cx) {
+                    Run::Ended(end) => {
+                        self.ending = Some(end);
+                        break;
+                    }
+                    Run::Step(Step::Pending) => return Poll::Pending,
+                    Run::Step(_) => break,
+                    Run::Exhausted | Run::Continue => {}
+                }
+            }
+            match self.engine.step(cx) {
+                Step::Finished(index, mut span, out) => {
+                    let outcome = if P::is_error(&out) {
+                        Outcome::Error
+                    } else {
+                        Outcome::Ok
+                    };
+                    span.end(outcome);
                     let Driver { engine, policy, .. } = self;
                     let name = engine.name;
-                    let run = engine.run_ready(cx, |index, mut span, out| {
-                        span.end(if P::is_error(&out) {
-                            Outcome::Error
-                        } else {
-                            Outcome::Ok
-                        });
-                        // No other branch is running: an end cancels none.
-                        policy.output_next(index, out, name)
-                    });
-                    match run {
-                        Run::Ended(end) => {
-                            self.ending = Some(end);
-                            break;
-                        }
-                        Run::Step(Step::Pending) => return Poll::Pending,
-                        Run::Step(_) => break,
-                        Run::Exhausted | Run::Continue => {}
+                    if let Some(end) = policy.output(index, out, name, &mut || engine.cancel_all())
+                    {
+                        self.ending = Some(end);
+                        break;
                     }
                 }
-                match self.engine.step(cx) {
-                    Step::Finished(index, mut span, out) => {
-                        let outcome = if P::is_error(&out) {
-                            Outcome::Error
-                        } else {
-                            Outcome::Ok
-                        };
-                        span.end(outcome);
-                        let Driver { engine, policy, .. } = self;
-                        let name = engine.name;
-                        if let Some(end) =
-                            policy.output(index, out, name, &mut || engine.cancel_all())
-                        {
-                            self.ending = Some(end);
-                            break;
-                        }
-                    }
-                    Step::Pending => return Poll::Pending,
-                    Step::Done => return Poll::Ready(self.policy.done(self.engine.name)),
-                    Step::Trouble => break,
-                }
+                Step::Pending => return Poll::Pending,
+                Step::Done => return Poll::Ready(self.policy.done(self.engine.name)),
+                Step::Trouble => break,
             }
         }
         self.poll_end(cx)
