@@ -13,6 +13,7 @@
 //! input order, when `limit` lets them: the body runs for an item only when its branch starts.
 
 use core::future::Future;
+use core::mem::ManuallyDrop;
 use core::pin::Pin;
 use core::task::{Context, Poll, Waker};
 
@@ -32,6 +33,14 @@ struct Slot {
     /// The branch in the slot, while it holds a future.
     branch: usize,
     span: BranchSpan,
+}
+
+impl Slot {
+    /// A slot that holds no branch.
+    const NONE: Slot = Slot {
+        branch: usize::MAX,
+        span: BranchSpan::NONE,
+    };
 }
 
 /// Fills `order` with the running branches, as (branch, slot), lowest index first, the stage's
@@ -100,8 +109,12 @@ pub struct Engine<'a, I, C, F> {
     spawn: bool,
     /// The stage's future, pinned in the gather's frame.
     stage: Pin<&'a mut Option<F>>,
-    /// The branch futures, their wakers, and which branch each slot holds.
-    slots: Slots<F, Slot>,
+    /// The branch futures, their wakers, and which branch each slot holds. This field and the
+    /// other `ManuallyDrop` ones hold nothing to drop until a branch is pending (but for the
+    /// queue, that a clone of the stage's waker makes): the engine's drop drops them only
+    /// then (see [`busy`](Self::busy)), so that a gather whose branches are all ready at their
+    /// first poll does not pay for it.
+    slots: ManuallyDrop<Slots<F, Slot>>,
     /// How many slots have been used so far.
     made: usize,
     /// A slot whose branch has ended, ready for the next branch: kept apart from `free`, so
@@ -109,17 +122,20 @@ pub struct Engine<'a, I, C, F> {
     /// touching the list.
     spare: Option<usize>,
     /// The other slots whose branch has ended.
-    free: Vec<usize>,
+    free: ManuallyDrop<Vec<usize>>,
     /// How many branches have started.
     started: usize,
     running: usize,
     /// Woken branches still to poll in this poll of the gather, as (branch, slot), highest
     /// branch first. Taken once per poll of the gather, so that a branch that wakes itself at
     /// once is polled again at the next poll, not in a loop inside this one.
-    to_poll: Vec<(usize, usize)>,
+    to_poll: ManuallyDrop<Vec<(usize, usize)>>,
     name: &'static str,
     /// Made when a branch is first stopped or in trouble: until then, nothing is reaped.
-    reaper: Option<Reaper>,
+    reaper: ManuallyDrop<Option<Reaper>>,
+    /// Whether a branch has been pending or stopped: then the `ManuallyDrop` fields may hold
+    /// something to drop.
+    busy: bool,
     trace: GatherSpan,
 }
 
@@ -138,26 +154,32 @@ impl<I, C, F> core::fmt::Debug for Engine<'_, I, C, F> {
 impl<I, C, F> Drop for Engine<'_, I, C, F> {
     #[inline]
     fn drop(&mut self) {
-        if self.running != 0 {
-            self.drop_running();
+        // Only a branch that was pending or stopped makes a branch run, a slot, a list or a
+        // reaper, and only it or a clone of the stage's waker makes a queue.
+        if self.busy || self.slots.has_queue() {
+            self.drop_busy();
         }
     }
 }
 
 impl<I, C, F> Engine<'_, I, C, F> {
-    /// Drops the running branches, lowest index first.
+    /// Drops the running branches, lowest index first, then the slots, their queue, the lists
+    /// and the reaper. Each is taken out first, so that it is dropped even if a branch's drop
+    /// panics.
     #[cold]
-    fn drop_running(&mut self) {
-        let Engine {
-            slots,
-            stage,
-            to_poll,
-            ..
-        } = self;
-        running_in_order(slots, stage, to_poll);
-        for &(_, slot) in to_poll.iter() {
+    fn drop_busy(&mut self) {
+        let _reaper = ManuallyDrop::into_inner(core::mem::take(&mut self.reaper));
+        let _free = ManuallyDrop::into_inner(core::mem::take(&mut self.free));
+        let mut order = ManuallyDrop::into_inner(core::mem::take(&mut self.to_poll));
+        let empty = ManuallyDrop::new(Slots::new(Slot::NONE));
+        let mut slots = ManuallyDrop::into_inner(core::mem::replace(&mut self.slots, empty));
+        if self.running == 0 {
+            return;
+        }
+        running_in_order(&slots, &self.stage, &mut order);
+        for &(_, slot) in &order {
             if slot == STAGE {
-                stage.set(None);
+                self.stage.set(None);
             } else {
                 slots.clear(slot);
             }
@@ -194,18 +216,16 @@ where
             limit,
             spawn,
             stage,
-            slots: Slots::new(Slot {
-                branch: usize::MAX,
-                span: BranchSpan::NONE,
-            }),
+            slots: ManuallyDrop::new(Slots::new(Slot::NONE)),
             made: 0,
             spare: None,
-            free: Vec::new(),
+            free: ManuallyDrop::new(Vec::new()),
             started: 0,
             running: 0,
-            to_poll: Vec::new(),
+            to_poll: ManuallyDrop::new(Vec::new()),
             name,
-            reaper: None,
+            reaper: ManuallyDrop::new(None),
+            busy: false,
             trace: GatherSpan::new(policy),
         }
     }
@@ -340,6 +360,7 @@ where
                     span,
                 };
                 self.running += 1;
+                self.busy = true;
                 match self.after_pending(index) {
                     Step::Pending if out_of_budget(cx) => Run::Step(Step::Pending),
                     Step::Pending => Run::Continue,
@@ -411,6 +432,7 @@ where
                     span,
                 };
                 self.running += 1;
+                self.busy = true;
                 self.after_pending(index)
             }
         }
@@ -433,10 +455,8 @@ where
         let slot = self.made;
         self.made += 1;
         if slot == self.slots.len() {
-            self.slots.grow(parent, || Slot {
-                branch: usize::MAX,
-                span: BranchSpan::NONE,
-            });
+            self.busy = true;
+            self.slots.grow(parent, || Slot::NONE);
         }
         slot
     }
@@ -510,6 +530,7 @@ where
     /// Their spans record `stop`, but `troubled`'s records that it panicked.
     fn stop_all(&mut self, stop: Outcome, troubled: Option<usize>) -> Vec<Branch> {
         self.iter = None;
+        self.busy = true;
         self.running = 0;
         let Engine {
             slots,
@@ -1157,7 +1178,7 @@ where
     }
 
     fn poll_end(&mut self, cx: &mut Context<'_>) -> Poll<Out> {
-        let Some(reaper) = &mut self.engine.reaper else {
+        let Some(reaper) = self.engine.reaper.as_mut() else {
             let Some(out) = self.ending.take() else {
                 unreachable!("gather!: ended without an outcome");
             };

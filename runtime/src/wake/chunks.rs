@@ -310,6 +310,13 @@ impl<F, M> Slots<F, M> {
         }
     }
 
+    /// Whether the queue has been made: by a branch that was pending, or by a clone or wake
+    /// of the stage's lent waker.
+    #[inline]
+    pub(crate) fn has_queue(&self) -> bool {
+        self.lazy.queue.get().is_some()
+    }
+
     /// How many slots there are.
     pub(crate) fn len(&self) -> usize {
         FIRST * ((1 << self.chunks.len()) - 1)
