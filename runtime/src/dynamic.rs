@@ -612,37 +612,44 @@ fn put<T>(outs: &mut Vec<Option<T>>, index: usize, value: T) {
 
 /// The outputs of the branches, in input order.
 ///
-/// While branches finish in input order (every one ready at its first poll, say), each output
-/// is pushed as it comes and the vector is the gather's value as it stands. The first output
-/// that comes ahead of an earlier branch's turns it into a vector of `Option`s, unwrapped once
-/// every branch has finished.
+/// Each output that comes in input order is pushed to `done` as it comes (when every branch is
+/// ready at its first poll, all do), and `done` is the gather's value as it stands. An output
+/// that comes ahead of an earlier branch's goes to `scattered`, at its index; the outputs
+/// that then come in turn still go to `done`, and once every branch has finished, the rest of
+/// `scattered` follows them. So the loop of branches ready at once has one check per output.
 #[derive(Debug)]
-enum Outs<T> {
-    InOrder(Vec<T>),
-    Scattered(Vec<Option<T>>),
+struct Outs<T> {
+    done: Vec<T>,
+    /// By branch index: `Some` for an output that came ahead of its turn and is not in
+    /// `done`. Empty until one does.
+    scattered: Vec<Option<T>>,
 }
 
 impl<T> Default for Outs<T> {
     fn default() -> Self {
-        Outs::InOrder(Vec::new())
+        Outs {
+            done: Vec::new(),
+            scattered: Vec::new(),
+        }
     }
 }
 
 impl<T> Outs<T> {
     fn reserve(&mut self, items: usize) {
-        match self {
+        if self.done.capacity() == 0 {
             // The first poll's: made at once, at its size.
-            Outs::InOrder(outs) if outs.capacity() == 0 => *outs = Vec::with_capacity(items),
-            Outs::InOrder(outs) => outs.reserve(items),
-            Outs::Scattered(outs) => outs.reserve(items),
+            self.done = Vec::with_capacity(items);
+        } else {
+            self.done.reserve(items);
         }
     }
 
     #[inline(always)]
     fn put(&mut self, index: usize, value: T) {
-        match self {
-            Outs::InOrder(outs) if outs.len() == index => outs.push(value),
-            _ => self.scatter(index, value),
+        if index == self.done.len() {
+            self.done.push(value);
+        } else {
+            put(&mut self.scattered, index, value);
         }
     }
 
@@ -650,47 +657,47 @@ impl<T> Outs<T> {
     /// order but for the first: kept small, with the rest out of line.
     #[inline(always)]
     fn put_next(&mut self, index: usize, value: T) {
-        match self {
-            Outs::InOrder(outs) if outs.len() == index => outs.push(value),
-            _ => self.scatter_cold(index, value),
+        if index == self.done.len() {
+            self.done.push(value);
+        } else {
+            self.scatter_cold(index, value);
         }
-    }
-
-    #[cold]
-    fn scatter_cold(&mut self, index: usize, value: T) {
-        self.scatter(index, value);
     }
 
     /// Puts an output that does not come next in input order.
-    #[inline(always)]
-    fn scatter(&mut self, index: usize, value: T) {
-        match self {
-            Outs::InOrder(outs) => {
-                let mut scattered = Vec::with_capacity(index + 1);
-                scattered.extend(core::mem::take(outs).into_iter().map(Some));
-                put(&mut scattered, index, value);
-                *self = Outs::Scattered(scattered);
-            }
-            Outs::Scattered(outs) => put(outs, index, value),
-        }
+    #[cold]
+    fn scatter_cold(&mut self, index: usize, value: T) {
+        put(&mut self.scattered, index, value);
     }
 
+    /// The outputs of `done`, then those of `scattered` past them, as options.
+    fn drain(&mut self) -> (Vec<T>, impl Iterator<Item = Option<T>>) {
+        let done = core::mem::take(&mut self.done);
+        let rest = core::mem::take(&mut self.scattered)
+            .into_iter()
+            .skip(done.len());
+        (done, rest)
+    }
+
+    #[inline]
     fn take(&mut self) -> Vec<T> {
-        match core::mem::take(self) {
-            Outs::InOrder(outs) => outs,
-            Outs::Scattered(outs) => outs
-                .into_iter()
-                .map(|out| out.expect("gather! returned before a branch finished"))
-                .collect(),
+        if self.scattered.capacity() == 0 {
+            return core::mem::take(&mut self.done);
         }
+        self.take_scattered()
+    }
+
+    #[cold]
+    fn take_scattered(&mut self) -> Vec<T> {
+        let (mut done, rest) = self.drain();
+        done.extend(rest.map(|out| out.expect("gather! returned before a branch finished")));
+        done
     }
 
     /// Every output so far, `None` for branches that have not finished.
     fn take_options(&mut self) -> Vec<Option<T>> {
-        match core::mem::take(self) {
-            Outs::InOrder(outs) => outs.into_iter().map(Some).collect(),
-            Outs::Scattered(outs) => outs,
-        }
+        let (done, rest) = self.drain();
+        done.into_iter().map(Some).chain(rest).collect()
     }
 }
 
@@ -1193,5 +1200,56 @@ where
         };
         P::keep_finished(&mut out, reaper);
         Poll::Ready(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Outs;
+
+    /// Puts `order`'s outputs (each its own index) in the order given.
+    fn outs(order: &[usize]) -> Outs<usize> {
+        let mut outs = Outs::default();
+        outs.reserve(order.len());
+        for &index in order {
+            outs.put(index, index);
+        }
+        outs
+    }
+
+    #[test]
+    fn outputs_come_back_in_input_order_whatever_order_they_came_in() {
+        for order in [
+            &[0, 1, 2, 3, 4][..],
+            &[4, 3, 2, 1, 0],
+            &[0, 2, 1, 3, 4],
+            &[1, 0, 2, 4, 3],
+            &[0, 1, 4, 2, 3],
+            &[3, 0, 1, 2, 4],
+        ] {
+            assert_eq!(outs(order).take(), [0, 1, 2, 3, 4], "{order:?}");
+        }
+        let mut outs = Outs::default();
+        outs.put_next(0, 0);
+        outs.put_next(2, 2);
+        outs.put_next(1, 1);
+        outs.put_next(3, 3);
+        assert_eq!(outs.take(), [0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn outputs_so_far_leave_none_for_the_branches_still_running() {
+        assert_eq!(
+            outs(&[0, 3, 1, 5]).take_options(),
+            [Some(0), Some(1), None, Some(3), None, Some(5)]
+        );
+        assert_eq!(outs(&[0, 1]).take_options(), [Some(0), Some(1)]);
+        assert_eq!(outs(&[2]).take_options(), [None, None, Some(2)]);
+    }
+
+    #[test]
+    #[should_panic(expected = "returned before a branch finished")]
+    fn an_output_missing_at_the_end_is_a_bug_that_panics() {
+        let _ = outs(&[0, 2]).take();
     }
 }
