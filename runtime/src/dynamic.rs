@@ -119,8 +119,8 @@ pub struct Engine<'a, I, C, F> {
     made: usize,
     /// A slot whose branch has ended, ready for the next branch: kept apart from `free`, so
     /// that when every branch is ready at its first poll, they all take the same slot without
-    /// touching the list.
-    spare: Option<usize>,
+    /// touching the list. [`STAGE`] when there is none: the stage is never a spare.
+    spare: usize,
     /// The other slots whose branch has ended.
     free: ManuallyDrop<Vec<usize>>,
     /// How many branches have started.
@@ -218,7 +218,7 @@ where
             stage,
             slots: ManuallyDrop::new(Slots::new(Slot::NONE)),
             made: 0,
-            spare: None,
+            spare: STAGE,
             free: ManuallyDrop::new(Vec::new()),
             started: 0,
             running: 0,
@@ -396,12 +396,12 @@ where
         let slot = if self.stage.is_none() {
             STAGE
         } else {
-            match self.spare.take() {
-                Some(slot) => slot,
-                None => match self.free.pop() {
+            match core::mem::replace(&mut self.spare, STAGE) {
+                STAGE => match self.free.pop() {
                     Some(slot) => slot,
                     None => self.new_slot(parent),
                 },
+                slot => slot,
             }
         };
         let mut span = BranchSpan::NONE;
@@ -444,9 +444,10 @@ where
         if slot == STAGE {
             return;
         }
-        match self.spare {
-            None => self.spare = Some(slot),
-            Some(_) => self.free.push(slot),
+        if self.spare == STAGE {
+            self.spare = slot;
+        } else {
+            self.free.push(slot);
         }
     }
 
