@@ -1146,3 +1146,28 @@ fn dynamic_a_branch_that_panics_when_dropped_with_the_caller_leaves_no_other_run
     assert_eq!(message(&*payload), "branch dropped with a panic");
     assert_eq!(dropped.get(), 4, "every branch was dropped");
 }
+
+#[tokio::test]
+async fn dynamic_a_caller_dropped_while_the_gather_awaits_its_aborted_tasks_drops_its_outcome() {
+    // Branch 0's task fails; the gather aborts branch 1's and returns pending until it is gone,
+    // holding the error it will end with. The caller gives up then: the error is dropped.
+    let mut caller = Box::pin(async {
+        gather!(spawn; for i in 0..2_u64 => async move {
+            if i == 0 {
+                Err(format!("branch {i} failed"))
+            } else {
+                pending::<Result<u64, String>>().await
+            }
+        })
+    });
+    assert!(
+        poll_once(caller.as_mut()).is_pending(),
+        "the tasks are spawned"
+    );
+    tokio::task::yield_now().await;
+    assert!(
+        poll_once(caller.as_mut()).is_pending(),
+        "branch 1's task is aborted, not yet gone"
+    );
+    drop(caller);
+}

@@ -1062,7 +1062,18 @@ impl<R: BranchResult> Policy<R> for RaceOk<R::Err> {
 pub struct Driver<'a, I, C, F, P, Out> {
     engine: Engine<'a, I, C, F>,
     policy: P,
-    ending: Option<Out>,
+    /// Kept across polls only while the tasks of stopped branches are reaped, which makes the
+    /// engine busy: dropped by the driver's drop only then.
+    ending: ManuallyDrop<Option<Out>>,
+}
+
+impl<I, C, F, P, Out> Drop for Driver<'_, I, C, F, P, Out> {
+    #[inline]
+    fn drop(&mut self) {
+        if self.engine.busy {
+            drop(ManuallyDrop::into_inner(core::mem::take(&mut self.ending)));
+        }
+    }
 }
 
 impl<I, C, F, P, Out> core::fmt::Debug for Driver<'_, I, C, F, P, Out> {
@@ -1080,7 +1091,7 @@ impl<'a, I, C, F, P: Default, Out> Driver<'a, I, C, F, P, Out> {
         Driver {
             engine,
             policy: P::default(),
-            ending: None,
+            ending: ManuallyDrop::new(None),
         }
     }
 }
@@ -1109,7 +1120,7 @@ where
                 Run::Continue => {}
                 Run::Step(Step::Pending) => return Poll::Pending,
                 Run::Ended(end) => {
-                    self.ending = Some(end);
+                    *self.ending = Some(end);
                     return self.poll_end(cx);
                 }
                 Run::Step(_) => return self.poll_end(cx),
@@ -1146,7 +1157,7 @@ where
             if self.engine.running == 0 && self.engine.to_poll.is_empty() {
                 match self.run_ready(cx) {
                     Run::Ended(end) => {
-                        self.ending = Some(end);
+                        *self.ending = Some(end);
                         break;
                     }
                     Run::Step(Step::Pending) => return Poll::Pending,
@@ -1166,7 +1177,7 @@ where
                     let name = engine.name;
                     if let Some(end) = policy.output(index, out, name, &mut || engine.cancel_all())
                     {
-                        self.ending = Some(end);
+                        *self.ending = Some(end);
                         break;
                     }
                 }
@@ -1182,7 +1193,7 @@ where
     pub fn time_out(&mut self) {
         let started = self.engine.started;
         let pending = self.engine.stop_all(Outcome::TimedOut, None);
-        self.ending = Some(self.policy.timed_out(pending, started));
+        *self.ending = Some(self.policy.timed_out(pending, started));
     }
 
     fn poll_end(&mut self, cx: &mut Context<'_>) -> Poll<Out> {
