@@ -564,6 +564,7 @@ mod tests {
         });
         slots.pending(&waker);
         assert!(slots.lazy.queue.get().is_none());
+        assert!(!slots.has_queue());
         assert!(taken(&mut slots, &waker).is_empty());
         assert!(
             slots.parent.is_none(),
@@ -577,6 +578,7 @@ mod tests {
         let mut slots = slots(0);
         let (count, waker) = parent();
         let kept = lend_stage(&mut slots, Waker::clone);
+        assert!(slots.has_queue());
         let cells = Arc::clone(slots.lazy.queue.get().expect("made by the clone"));
         assert_eq!(
             Arc::strong_count(&cells),
