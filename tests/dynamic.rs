@@ -1092,3 +1092,82 @@ async fn dynamic_over_an_endless_iterator_ends_at_the_first_failure() {
     };
     assert_eq!((branch.index(), error), (7, 7));
 }
+
+#[test]
+fn dynamic_a_waker_kept_by_branches_ready_at_once_outlives_the_gather_and_still_wakes() {
+    // Every branch is ready at its first poll, and the first keeps its waker: the gather ends
+    // in that poll, and the waker it kept works (and frees what it holds) after the gather.
+    let kept = Cell::new(None);
+    let kept_ref = &kept;
+    let out = block_on(async {
+        gather!(policy = settle; for i in 0..3_usize => std::future::poll_fn(move |cx| {
+            if i == 0 {
+                kept_ref.set(Some(cx.waker().clone()));
+            }
+            Poll::Ready(i)
+        }))
+    });
+    assert_eq!(out, [0, 1, 2]);
+    let waker = kept.take().expect("branch 0 kept its waker");
+    waker.wake_by_ref();
+    drop(waker.clone());
+    waker.wake();
+}
+
+#[test]
+fn dynamic_a_branch_that_panics_when_dropped_with_the_caller_leaves_no_other_running() {
+    /// Counts its drops, and panics in its own if told to.
+    struct Probe<'a> {
+        dropped: &'a Cell<usize>,
+        panics: bool,
+    }
+    impl Drop for Probe<'_> {
+        fn drop(&mut self) {
+            self.dropped.set(self.dropped.get() + 1);
+            assert!(!self.panics, "branch dropped with a panic");
+        }
+    }
+    let dropped = Cell::new(0);
+    let dropped_ref = &dropped;
+    let caught = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        let mut caller = Box::pin(async move {
+            gather!(policy = settle; for i in 0..4_usize => {
+                let probe = Probe { dropped: dropped_ref, panics: i == 1 };
+                async move {
+                    pending::<()>().await;
+                    drop(probe);
+                }
+            })
+        });
+        assert!(poll_once(caller.as_mut()).is_pending());
+        drop(caller);
+    }));
+    let payload = caught.expect_err("the branch's panic reaches the caller");
+    assert_eq!(message(&*payload), "branch dropped with a panic");
+    assert_eq!(dropped.get(), 4, "every branch was dropped");
+}
+
+#[tokio::test]
+async fn dynamic_a_caller_dropped_while_the_gather_awaits_its_aborted_tasks_drops_its_outcome() {
+    // Branch 0's task fails; the gather aborts branch 1's and returns pending until it is gone,
+    // holding the error it will end with. The caller gives up then: the error is dropped.
+    let mut caller = Box::pin(async {
+        gather!(spawn; for i in 0..2_u64 => async move {
+            if i == 0 {
+                Err(format!("branch {i} failed"))
+            } else {
+                pending::<Result<u64, String>>().await
+            }
+        })
+    });
+    assert!(
+        poll_once(caller.as_mut()).is_pending(),
+        "the tasks are spawned"
+    );
+    tokio::task::yield_now().await;
+    assert!(
+        poll_once(caller.as_mut()).is_pending(),
+        "branch 1's task is aborted, not yet gone"
+    );
+    drop(caller);
+}

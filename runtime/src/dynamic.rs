@@ -13,6 +13,7 @@
 //! input order, when `limit` lets them: the body runs for an item only when its branch starts.
 
 use core::future::Future;
+use core::mem::ManuallyDrop;
 use core::pin::Pin;
 use core::task::{Context, Poll, Waker};
 
@@ -32,6 +33,14 @@ struct Slot {
     /// The branch in the slot, while it holds a future.
     branch: usize,
     span: BranchSpan,
+}
+
+impl Slot {
+    /// A slot that holds no branch.
+    const NONE: Slot = Slot {
+        branch: usize::MAX,
+        span: BranchSpan::NONE,
+    };
 }
 
 /// Fills `order` with the running branches, as (branch, slot), lowest index first, the stage's
@@ -100,26 +109,33 @@ pub struct Engine<'a, I, C, F> {
     spawn: bool,
     /// The stage's future, pinned in the gather's frame.
     stage: Pin<&'a mut Option<F>>,
-    /// The branch futures, their wakers, and which branch each slot holds.
-    slots: Slots<F, Slot>,
+    /// The branch futures, their wakers, and which branch each slot holds. This field and the
+    /// other `ManuallyDrop` ones hold nothing to drop until a branch is pending (but for the
+    /// queue, that a clone of the stage's waker makes): the engine's drop drops them only
+    /// then (see [`busy`](Self::busy)), so that a gather whose branches are all ready at their
+    /// first poll does not pay for it.
+    slots: ManuallyDrop<Slots<F, Slot>>,
     /// How many slots have been used so far.
     made: usize,
     /// A slot whose branch has ended, ready for the next branch: kept apart from `free`, so
     /// that when every branch is ready at its first poll, they all take the same slot without
-    /// touching the list.
-    spare: Option<usize>,
+    /// touching the list. [`STAGE`] when there is none: the stage is never a spare.
+    spare: usize,
     /// The other slots whose branch has ended.
-    free: Vec<usize>,
+    free: ManuallyDrop<Vec<usize>>,
     /// How many branches have started.
     started: usize,
     running: usize,
     /// Woken branches still to poll in this poll of the gather, as (branch, slot), highest
     /// branch first. Taken once per poll of the gather, so that a branch that wakes itself at
     /// once is polled again at the next poll, not in a loop inside this one.
-    to_poll: Vec<(usize, usize)>,
+    to_poll: ManuallyDrop<Vec<(usize, usize)>>,
     name: &'static str,
     /// Made when a branch is first stopped or in trouble: until then, nothing is reaped.
-    reaper: Option<Reaper>,
+    reaper: ManuallyDrop<Option<Reaper>>,
+    /// Whether a branch has been pending or stopped: then the `ManuallyDrop` fields may hold
+    /// something to drop.
+    busy: bool,
     trace: GatherSpan,
 }
 
@@ -138,26 +154,32 @@ impl<I, C, F> core::fmt::Debug for Engine<'_, I, C, F> {
 impl<I, C, F> Drop for Engine<'_, I, C, F> {
     #[inline]
     fn drop(&mut self) {
-        if self.running != 0 {
-            self.drop_running();
+        // Only a branch that was pending or stopped makes a branch run, a slot, a list or a
+        // reaper, and only it or a clone of the stage's waker makes a queue.
+        if self.busy || self.slots.has_queue() {
+            self.drop_busy();
         }
     }
 }
 
 impl<I, C, F> Engine<'_, I, C, F> {
-    /// Drops the running branches, lowest index first.
+    /// Drops the running branches, lowest index first, then the slots, their queue, the lists
+    /// and the reaper. Each is taken out first, so that it is dropped even if a branch's drop
+    /// panics.
     #[cold]
-    fn drop_running(&mut self) {
-        let Engine {
-            slots,
-            stage,
-            to_poll,
-            ..
-        } = self;
-        running_in_order(slots, stage, to_poll);
-        for &(_, slot) in to_poll.iter() {
+    fn drop_busy(&mut self) {
+        let _reaper = ManuallyDrop::into_inner(core::mem::take(&mut self.reaper));
+        let _free = ManuallyDrop::into_inner(core::mem::take(&mut self.free));
+        let mut order = ManuallyDrop::into_inner(core::mem::take(&mut self.to_poll));
+        let empty = ManuallyDrop::new(Slots::new(Slot::NONE));
+        let mut slots = ManuallyDrop::into_inner(core::mem::replace(&mut self.slots, empty));
+        if self.running == 0 {
+            return;
+        }
+        running_in_order(&slots, &self.stage, &mut order);
+        for &(_, slot) in &order {
             if slot == STAGE {
-                stage.set(None);
+                self.stage.set(None);
             } else {
                 slots.clear(slot);
             }
@@ -194,18 +216,16 @@ where
             limit,
             spawn,
             stage,
-            slots: Slots::new(Slot {
-                branch: usize::MAX,
-                span: BranchSpan::NONE,
-            }),
+            slots: ManuallyDrop::new(Slots::new(Slot::NONE)),
             made: 0,
-            spare: None,
-            free: Vec::new(),
+            spare: STAGE,
+            free: ManuallyDrop::new(Vec::new()),
             started: 0,
             running: 0,
-            to_poll: Vec::new(),
+            to_poll: ManuallyDrop::new(Vec::new()),
             name,
-            reaper: None,
+            reaper: ManuallyDrop::new(None),
+            busy: false,
             trace: GatherSpan::new(policy),
         }
     }
@@ -340,6 +360,7 @@ where
                     span,
                 };
                 self.running += 1;
+                self.busy = true;
                 match self.after_pending(index) {
                     Step::Pending if out_of_budget(cx) => Run::Step(Step::Pending),
                     Step::Pending => Run::Continue,
@@ -375,12 +396,12 @@ where
         let slot = if self.stage.is_none() {
             STAGE
         } else {
-            match self.spare.take() {
-                Some(slot) => slot,
-                None => match self.free.pop() {
+            match core::mem::replace(&mut self.spare, STAGE) {
+                STAGE => match self.free.pop() {
                     Some(slot) => slot,
                     None => self.new_slot(parent),
                 },
+                slot => slot,
             }
         };
         let mut span = BranchSpan::NONE;
@@ -411,6 +432,7 @@ where
                     span,
                 };
                 self.running += 1;
+                self.busy = true;
                 self.after_pending(index)
             }
         }
@@ -422,9 +444,10 @@ where
         if slot == STAGE {
             return;
         }
-        match self.spare {
-            None => self.spare = Some(slot),
-            Some(_) => self.free.push(slot),
+        if self.spare == STAGE {
+            self.spare = slot;
+        } else {
+            self.free.push(slot);
         }
     }
 
@@ -433,10 +456,8 @@ where
         let slot = self.made;
         self.made += 1;
         if slot == self.slots.len() {
-            self.slots.grow(parent, || Slot {
-                branch: usize::MAX,
-                span: BranchSpan::NONE,
-            });
+            self.busy = true;
+            self.slots.grow(parent, || Slot::NONE);
         }
         slot
     }
@@ -510,6 +531,7 @@ where
     /// Their spans record `stop`, but `troubled`'s records that it panicked.
     fn stop_all(&mut self, stop: Outcome, troubled: Option<usize>) -> Vec<Branch> {
         self.iter = None;
+        self.busy = true;
         self.running = 0;
         let Engine {
             slots,
@@ -591,37 +613,44 @@ fn put<T>(outs: &mut Vec<Option<T>>, index: usize, value: T) {
 
 /// The outputs of the branches, in input order.
 ///
-/// While branches finish in input order (every one ready at its first poll, say), each output
-/// is pushed as it comes and the vector is the gather's value as it stands. The first output
-/// that comes ahead of an earlier branch's turns it into a vector of `Option`s, unwrapped once
-/// every branch has finished.
+/// Each output that comes in input order is pushed to `done` as it comes (when every branch is
+/// ready at its first poll, all do), and `done` is the gather's value as it stands. An output
+/// that comes ahead of an earlier branch's goes to `scattered`, at its index; the outputs
+/// that then come in turn still go to `done`, and once every branch has finished, the rest of
+/// `scattered` follows them. So the loop of branches ready at once has one check per output.
 #[derive(Debug)]
-enum Outs<T> {
-    InOrder(Vec<T>),
-    Scattered(Vec<Option<T>>),
+struct Outs<T> {
+    done: Vec<T>,
+    /// By branch index: `Some` for an output that came ahead of its turn and is not in
+    /// `done`. Empty until one does.
+    scattered: Vec<Option<T>>,
 }
 
 impl<T> Default for Outs<T> {
     fn default() -> Self {
-        Outs::InOrder(Vec::new())
+        Outs {
+            done: Vec::new(),
+            scattered: Vec::new(),
+        }
     }
 }
 
 impl<T> Outs<T> {
     fn reserve(&mut self, items: usize) {
-        match self {
+        if self.done.capacity() == 0 {
             // The first poll's: made at once, at its size.
-            Outs::InOrder(outs) if outs.capacity() == 0 => *outs = Vec::with_capacity(items),
-            Outs::InOrder(outs) => outs.reserve(items),
-            Outs::Scattered(outs) => outs.reserve(items),
+            self.done = Vec::with_capacity(items);
+        } else {
+            self.done.reserve(items);
         }
     }
 
     #[inline(always)]
     fn put(&mut self, index: usize, value: T) {
-        match self {
-            Outs::InOrder(outs) if outs.len() == index => outs.push(value),
-            _ => self.scatter(index, value),
+        if index == self.done.len() {
+            self.done.push(value);
+        } else {
+            put(&mut self.scattered, index, value);
         }
     }
 
@@ -629,47 +658,47 @@ impl<T> Outs<T> {
     /// order but for the first: kept small, with the rest out of line.
     #[inline(always)]
     fn put_next(&mut self, index: usize, value: T) {
-        match self {
-            Outs::InOrder(outs) if outs.len() == index => outs.push(value),
-            _ => self.scatter_cold(index, value),
+        if index == self.done.len() {
+            self.done.push(value);
+        } else {
+            self.scatter_cold(index, value);
         }
-    }
-
-    #[cold]
-    fn scatter_cold(&mut self, index: usize, value: T) {
-        self.scatter(index, value);
     }
 
     /// Puts an output that does not come next in input order.
-    #[inline(always)]
-    fn scatter(&mut self, index: usize, value: T) {
-        match self {
-            Outs::InOrder(outs) => {
-                let mut scattered = Vec::with_capacity(index + 1);
-                scattered.extend(core::mem::take(outs).into_iter().map(Some));
-                put(&mut scattered, index, value);
-                *self = Outs::Scattered(scattered);
-            }
-            Outs::Scattered(outs) => put(outs, index, value),
-        }
+    #[cold]
+    fn scatter_cold(&mut self, index: usize, value: T) {
+        put(&mut self.scattered, index, value);
     }
 
+    /// The outputs of `done`, then those of `scattered` past them, as options.
+    fn drain(&mut self) -> (Vec<T>, impl Iterator<Item = Option<T>>) {
+        let done = core::mem::take(&mut self.done);
+        let rest = core::mem::take(&mut self.scattered)
+            .into_iter()
+            .skip(done.len());
+        (done, rest)
+    }
+
+    #[inline]
     fn take(&mut self) -> Vec<T> {
-        match core::mem::take(self) {
-            Outs::InOrder(outs) => outs,
-            Outs::Scattered(outs) => outs
-                .into_iter()
-                .map(|out| out.expect("gather! returned before a branch finished"))
-                .collect(),
+        if self.scattered.capacity() == 0 {
+            return core::mem::take(&mut self.done);
         }
+        self.take_scattered()
+    }
+
+    #[cold]
+    fn take_scattered(&mut self) -> Vec<T> {
+        let (mut done, rest) = self.drain();
+        done.extend(rest.map(|out| out.expect("gather! returned before a branch finished")));
+        done
     }
 
     /// Every output so far, `None` for branches that have not finished.
     fn take_options(&mut self) -> Vec<Option<T>> {
-        match core::mem::take(self) {
-            Outs::InOrder(outs) => outs.into_iter().map(Some).collect(),
-            Outs::Scattered(outs) => outs,
-        }
+        let (done, rest) = self.drain();
+        done.into_iter().map(Some).chain(rest).collect()
     }
 }
 
@@ -1033,7 +1062,18 @@ impl<R: BranchResult> Policy<R> for RaceOk<R::Err> {
 pub struct Driver<'a, I, C, F, P, Out> {
     engine: Engine<'a, I, C, F>,
     policy: P,
-    ending: Option<Out>,
+    /// Kept across polls only while the tasks of stopped branches are reaped, which makes the
+    /// engine busy: dropped by the driver's drop only then.
+    ending: ManuallyDrop<Option<Out>>,
+}
+
+impl<I, C, F, P, Out> Drop for Driver<'_, I, C, F, P, Out> {
+    #[inline]
+    fn drop(&mut self) {
+        if self.engine.busy {
+            drop(ManuallyDrop::into_inner(core::mem::take(&mut self.ending)));
+        }
+    }
 }
 
 impl<I, C, F, P, Out> core::fmt::Debug for Driver<'_, I, C, F, P, Out> {
@@ -1051,7 +1091,7 @@ impl<'a, I, C, F, P: Default, Out> Driver<'a, I, C, F, P, Out> {
         Driver {
             engine,
             policy: P::default(),
-            ending: None,
+            ending: ManuallyDrop::new(None),
         }
     }
 }
@@ -1071,55 +1111,79 @@ where
     /// Polls the branches; the policy's outcome once it has one and every task it aborted is
     /// gone.
     pub fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Out> {
-        if !self.is_ending() {
-            if self.engine.started == 0 {
-                self.policy.reserve(self.engine.items_hint());
+        if self.engine.started == 0 {
+            // The first poll: nothing is woken or ending yet. A gather whose branches are all
+            // ready at their first poll ends here, without the engine's other steps.
+            self.policy.reserve(self.engine.items_hint());
+            match self.run_ready(cx) {
+                Run::Exhausted => return Poll::Ready(self.policy.done(self.engine.name)),
+                Run::Continue => {}
+                Run::Step(Step::Pending) => return Poll::Pending,
+                Run::Ended(end) => {
+                    *self.ending = Some(end);
+                    return self.poll_end(cx);
+                }
+                Run::Step(_) => return self.poll_end(cx),
             }
+        } else if self.is_ending() {
+            return self.poll_end(cx);
+        } else {
             self.engine.begin(cx);
-            loop {
-                if self.engine.running == 0 && self.engine.to_poll.is_empty() {
+        }
+        self.poll_branches(cx)
+    }
+
+    /// Runs the branches that start in the stage while each is ready at its first poll (see
+    /// [`Engine::run_ready`]), handing their outputs to the policy.
+    #[inline(always)]
+    fn run_ready(&mut self, cx: &Context<'_>) -> Run<Out, F::Output> {
+        let Driver { engine, policy, .. } = self;
+        let name = engine.name;
+        engine.run_ready(cx, |index, mut span, out| {
+            span.end(if P::is_error(&out) {
+                Outcome::Error
+            } else {
+                Outcome::Ok
+            });
+            // No other branch is running: an end cancels none.
+            policy.output_next(index, out, name)
+        })
+    }
+
+    /// The rest of a poll, once the woken branches are taken: polls them, starts the next
+    /// branches, and hands each output to the policy, until the gather waits or ends.
+    fn poll_branches(&mut self, cx: &mut Context<'_>) -> Poll<Out> {
+        loop {
+            if self.engine.running == 0 && self.engine.to_poll.is_empty() {
+                match self.run_ready(cx) {
+                    Run::Ended(end) => {
+                        *self.ending = Some(end);
+                        break;
+                    }
+                    Run::Step(Step::Pending) => return Poll::Pending,
+                    Run::Step(_) => break,
+                    Run::Exhausted | Run::Continue => {}
+                }
+            }
+            match self.engine.step(cx) {
+                Step::Finished(index, mut span, out) => {
+                    let outcome = if P::is_error(&out) {
+                        Outcome::Error
+                    } else {
+                        Outcome::Ok
+                    };
+                    span.end(outcome);
                     let Driver { engine, policy, .. } = self;
                     let name = engine.name;
-                    let run = engine.run_ready(cx, |index, mut span, out| {
-                        span.end(if P::is_error(&out) {
-                            Outcome::Error
-                        } else {
-                            Outcome::Ok
-                        });
-                        // No other branch is running: an end cancels none.
-                        policy.output_next(index, out, name)
-                    });
-                    match run {
-                        Run::Ended(end) => {
-                            self.ending = Some(end);
-                            break;
-                        }
-                        Run::Step(Step::Pending) => return Poll::Pending,
-                        Run::Step(_) => break,
-                        Run::Exhausted | Run::Continue => {}
+                    if let Some(end) = policy.output(index, out, name, &mut || engine.cancel_all())
+                    {
+                        *self.ending = Some(end);
+                        break;
                     }
                 }
-                match self.engine.step(cx) {
-                    Step::Finished(index, mut span, out) => {
-                        let outcome = if P::is_error(&out) {
-                            Outcome::Error
-                        } else {
-                            Outcome::Ok
-                        };
-                        span.end(outcome);
-                        let Driver { engine, policy, .. } = self;
-                        let name = engine.name;
-                        if let Some(end) =
-                            policy.output(index, out, name, &mut || engine.cancel_all())
-                        {
-                            self.ending = Some(end);
-                            break;
-                        }
-                    }
-                    Step::Pending => return Poll::Pending,
-                    Step::Done => return Poll::Ready(self.policy.done(self.engine.name)),
-                    Step::Trouble => break,
-                }
+                Step::Pending => return Poll::Pending,
+                Step::Done => return Poll::Ready(self.policy.done(self.engine.name)),
+                Step::Trouble => break,
             }
         }
         self.poll_end(cx)
@@ -1129,11 +1193,11 @@ where
     pub fn time_out(&mut self) {
         let started = self.engine.started;
         let pending = self.engine.stop_all(Outcome::TimedOut, None);
-        self.ending = Some(self.policy.timed_out(pending, started));
+        *self.ending = Some(self.policy.timed_out(pending, started));
     }
 
     fn poll_end(&mut self, cx: &mut Context<'_>) -> Poll<Out> {
-        let Some(reaper) = &mut self.engine.reaper else {
+        let Some(reaper) = self.engine.reaper.as_mut() else {
             let Some(out) = self.ending.take() else {
                 unreachable!("gather!: ended without an outcome");
             };
@@ -1148,5 +1212,56 @@ where
         };
         P::keep_finished(&mut out, reaper);
         Poll::Ready(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Outs;
+
+    /// Puts `order`'s outputs (each its own index) in the order given.
+    fn outs(order: &[usize]) -> Outs<usize> {
+        let mut outs = Outs::default();
+        outs.reserve(order.len());
+        for &index in order {
+            outs.put(index, index);
+        }
+        outs
+    }
+
+    #[test]
+    fn outputs_come_back_in_input_order_whatever_order_they_came_in() {
+        for order in [
+            &[0, 1, 2, 3, 4][..],
+            &[4, 3, 2, 1, 0],
+            &[0, 2, 1, 3, 4],
+            &[1, 0, 2, 4, 3],
+            &[0, 1, 4, 2, 3],
+            &[3, 0, 1, 2, 4],
+        ] {
+            assert_eq!(outs(order).take(), [0, 1, 2, 3, 4], "{order:?}");
+        }
+        let mut outs = Outs::default();
+        outs.put_next(0, 0);
+        outs.put_next(2, 2);
+        outs.put_next(1, 1);
+        outs.put_next(3, 3);
+        assert_eq!(outs.take(), [0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn outputs_so_far_leave_none_for_the_branches_still_running() {
+        assert_eq!(
+            outs(&[0, 3, 1, 5]).take_options(),
+            [Some(0), Some(1), None, Some(3), None, Some(5)]
+        );
+        assert_eq!(outs(&[0, 1]).take_options(), [Some(0), Some(1)]);
+        assert_eq!(outs(&[2]).take_options(), [None, None, Some(2)]);
+    }
+
+    #[test]
+    #[should_panic(expected = "returned before a branch finished")]
+    fn an_output_missing_at_the_end_is_a_bug_that_panics() {
+        let _ = outs(&[0, 2]).take();
     }
 }

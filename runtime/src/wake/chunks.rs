@@ -310,6 +310,13 @@ impl<F, M> Slots<F, M> {
         }
     }
 
+    /// Whether the queue has been made: by a branch that was pending, or by a clone or wake
+    /// of the stage's lent waker.
+    #[inline]
+    pub(crate) fn has_queue(&self) -> bool {
+        self.lazy.queue.get().is_some()
+    }
+
     /// How many slots there are.
     pub(crate) fn len(&self) -> usize {
         FIRST * ((1 << self.chunks.len()) - 1)
@@ -557,6 +564,7 @@ mod tests {
         });
         slots.pending(&waker);
         assert!(slots.lazy.queue.get().is_none());
+        assert!(!slots.has_queue());
         assert!(taken(&mut slots, &waker).is_empty());
         assert!(
             slots.parent.is_none(),
@@ -570,6 +578,7 @@ mod tests {
         let mut slots = slots(0);
         let (count, waker) = parent();
         let kept = lend_stage(&mut slots, Waker::clone);
+        assert!(slots.has_queue());
         let cells = Arc::clone(slots.lazy.queue.get().expect("made by the clone"));
         assert_eq!(
             Arc::strong_count(&cells),
