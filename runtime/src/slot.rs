@@ -13,7 +13,7 @@ use core::task::{Context, Poll};
 use crate::error::{Branch, Error};
 use crate::guard::{Adopted, Reaper, Spawned};
 use crate::trace::{BranchSpan, GatherSpan, Outcome};
-use crate::wake::Wakers;
+use crate::wake::{FLAGS, Wakers};
 
 /// A branch's future, then what the gather keeps of its output. Built by `gather!` with a
 /// struct literal, so that the `pin!` inside it lives as long as the gather's block.
@@ -162,6 +162,9 @@ pub struct Record<E> {
     trace: GatherSpan,
     /// The branches' own wakers, made when a branch first waits.
     wakers: Option<Wakers>,
+    /// Which branches of the word of flags the pass is in were woken: taken from the wakers
+    /// as the pass reaches the word's first branch, so that each branch tests one bit.
+    woken: usize,
 }
 
 impl<E> Record<E> {
@@ -183,6 +186,7 @@ impl<E> Record<E> {
             troubled: None,
             trace: GatherSpan::new(policy),
             wakers: None,
+            woken: 0,
         }
     }
 
@@ -339,10 +343,17 @@ impl<F, O, const N: usize, const LIMITED: bool> Slot<'_, F, O, N, LIMITED> {
     /// allocation), it is polled with the gather's waker, on every poll of the gather.
     #[inline(always)]
     fn skips<E>(&self, record: &mut Record<E>, index: usize) -> bool {
+        // The first branch of a word of flags takes the word for the branches after it; a
+        // wake after that is seen in the next pass, which the wake asks for.
+        if N >= OWN_WAKERS_FROM && index.is_multiple_of(FLAGS) {
+            record.woken = match &record.wakers {
+                Some(wakers) => wakers.take_woken(index / FLAGS),
+                None => 0,
+            };
+        }
         // Below `OWN_WAKERS_FROM` no branch has a waker of its own: not even a check.
         if N >= OWN_WAKERS_FROM && self.own_waker {
-            // A branch with its own waker is running, and the record has the wakers.
-            return !record.wakers.as_ref().is_some_and(|w| w.take_woken(index));
+            return record.woken & (1 << (index % FLAGS)) == 0;
         }
         if N >= OWN_WAKERS_FROM {
             self.finished
