@@ -196,8 +196,7 @@ fn fixed(
                     fut: ::core::pin::pin!(::core::option::Option::Some(#future)),
                     out: ::core::option::Option::None,
                     trace: #k::__private::BranchSpan::NONE,
-                    own_waker: false,
-                    finished: false,
+                    stage: #k::__private::Stage::Polled,
                 },
             }
         })

@@ -31,14 +31,22 @@ pub struct Slot<'a, F, O, const N: usize, const LIMITED: bool> {
     pub out: Option<O>,
     /// The branch's span under the `tracing` feature; nothing without it.
     pub trace: BranchSpan,
-    /// Whether the branch was last polled with its own waker: it is then polled again only
-    /// when that waker was woken.
-    pub own_waker: bool,
-    /// From `OWN_WAKERS_FROM` branches on, whether the branch future finished: a pass then
-    /// skips it on this flag, beside the others, without reaching for the future (below, the
-    /// future is at hand anyway). A branch the gather cancels is not marked: no pass follows a
-    /// cancel, and `fut` says it all.
-    pub finished: bool,
+    /// From `OWN_WAKERS_FROM` branches on, how a pass treats the branch, told by one byte
+    /// beside the others, without reaching for the future (below, the future is at hand
+    /// anyway, and this stays [`Stage::Polled`]).
+    pub stage: Stage,
+}
+
+/// How a pass of a gather of `OWN_WAKERS_FROM` branches or more treats a branch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    /// Polled in every pass: the branch has not yet waited with a waker of its own.
+    Polled,
+    /// Polled only when its own waker was woken since its last poll.
+    Own,
+    /// Skipped: the branch finished. A branch the gather cancels is not marked: no pass
+    /// follows a cancel, and `fut` says it all.
+    Finished,
 }
 
 /// Tells at the call site, by its static type, whether a branch future is itself a guard of a
@@ -352,11 +360,12 @@ impl<F, O, const N: usize, const LIMITED: bool> Slot<'_, F, O, N, LIMITED> {
             };
         }
         // Below `OWN_WAKERS_FROM` no branch has a waker of its own: not even a check.
-        if N >= OWN_WAKERS_FROM && self.own_waker {
-            return record.woken & (1 << (index % FLAGS)) == 0;
-        }
         if N >= OWN_WAKERS_FROM {
-            self.finished
+            match self.stage {
+                Stage::Polled => false,
+                Stage::Own => record.woken & (1 << (index % FLAGS)) == 0,
+                Stage::Finished => true,
+            }
         } else {
             self.fut.is_none()
         }
@@ -389,7 +398,7 @@ impl<F, O, const N: usize, const LIMITED: bool> Slot<'_, F, O, N, LIMITED> {
         };
         let polled = match wakers {
             Some(wakers) => {
-                self.own_waker = true;
+                self.stage = Stage::Own;
                 let trace = &mut self.trace;
                 wakers.with_waker(index, |waker| {
                     trace.poll(|| fut.poll(&mut Context::from_waker(waker)))
@@ -400,9 +409,8 @@ impl<F, O, const N: usize, const LIMITED: bool> Slot<'_, F, O, N, LIMITED> {
         match polled {
             Poll::Ready(out) => {
                 self.fut.set(None);
-                self.own_waker = false;
                 if N >= OWN_WAKERS_FROM {
-                    self.finished = true;
+                    self.stage = Stage::Finished;
                 }
                 record.running -= 1;
                 Poll::Ready(Some(out))
@@ -661,9 +669,6 @@ impl<F, O, const N: usize, const LIMITED: bool> Slot<'_, F, O, N, LIMITED> {
             Reaper::mark(index, core::ptr::from_ref(&*fut).addr());
         }
         self.fut.set(None);
-        if N >= OWN_WAKERS_FROM {
-            self.own_waker = false;
-        }
         self.trace.end(record.stop_outcome(index));
         true
     }
