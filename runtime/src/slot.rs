@@ -150,6 +150,11 @@ impl<T, E> BranchResult for Result<T, E> {
 /// inline, 0.9x shared).
 const OWN_WAKERS_FROM: usize = 16;
 
+/// The policies whose branches output a `Result`, as [`Slot::poll_policy`] tells them apart.
+const CANCEL: u8 = 0;
+const FINISH: u8 = 1;
+const RACE_OK: u8 = 2;
+
 /// What the polls of a fixed-form gather found so far, shared by its branches: which branches
 /// may run under `limit`, how many are running, the failure that ends a `cancel` gather, the
 /// failures of `finish` and `race_ok`, the winner of a race.
@@ -512,42 +517,74 @@ impl<F, O, const N: usize, const LIMITED: bool> Slot<'_, F, O, N, LIMITED> {
         }
     }
 
-    /// [`poll_result`](Self::poll_result) in a function of its own, which the branches of one
-    /// type share: see [`OWN_WAKERS_FROM`].
-    #[inline(never)]
-    fn poll_result_shared<E>(
+    /// `cancel`, `finish` and `race_ok` (`POLICY`): polls the branch, and once it finishes,
+    /// keeps its success value or records its error, as the policy says. Returns `true` when
+    /// no later branch is to be polled in this pass: a `cancel` failure, a `race_ok` winner.
+    #[inline(always)]
+    fn poll_policy<E, const POLICY: u8>(
         &mut self,
         cx: &mut Context<'_>,
         record: &mut Record<E>,
         index: usize,
-    ) -> Option<Result<(), E>>
+    ) -> bool
     where
         F: Future,
         F::Output: BranchResult<Ok = O, Err = E>,
     {
-        self.poll_result(cx, record, index)
+        match self.poll_result(cx, record, index) {
+            None => false,
+            Some(Ok(())) if POLICY == RACE_OK => {
+                record.winner = Some(index);
+                true
+            }
+            Some(Ok(())) => false,
+            Some(Err(error)) if POLICY == CANCEL => {
+                record.failure = Some((index, error));
+                true
+            }
+            Some(Err(error)) => {
+                record.errors.push((index, error));
+                false
+            }
+        }
     }
 
-    /// `cancel`, `finish` and `race_ok`: polls the branch unless it [skips](Self::skips) this
-    /// pass; once it finishes, keeps its success value (`Some(Ok(()))`) or gives its error back
-    /// (`Some(Err(error))`).
-    #[inline(always)]
-    fn result<E>(
+    /// [`poll_policy`](Self::poll_policy) in a function of its own, which the branches of one
+    /// type share: see [`OWN_WAKERS_FROM`]. It records the outcome itself, so that the pass
+    /// only tests what it returns.
+    #[inline(never)]
+    fn poll_policy_shared<E, const POLICY: u8>(
         &mut self,
         cx: &mut Context<'_>,
         record: &mut Record<E>,
         index: usize,
-    ) -> Option<Result<(), E>>
+    ) -> bool
+    where
+        F: Future,
+        F::Output: BranchResult<Ok = O, Err = E>,
+    {
+        self.poll_policy::<E, POLICY>(cx, record, index)
+    }
+
+    /// `cancel`, `finish` and `race_ok`: [`poll_policy`](Self::poll_policy) unless the branch
+    /// [skips](Self::skips) this pass.
+    #[inline(always)]
+    fn policy<E, const POLICY: u8>(
+        &mut self,
+        cx: &mut Context<'_>,
+        record: &mut Record<E>,
+        index: usize,
+    ) -> bool
     where
         F: Future,
         F::Output: BranchResult<Ok = O, Err = E>,
     {
         if self.skips(record, index) {
-            None
+            false
         } else if N >= OWN_WAKERS_FROM {
-            self.poll_result_shared(cx, record, index)
+            self.poll_policy_shared::<E, POLICY>(cx, record, index)
         } else {
-            self.poll_result(cx, record, index)
+            self.poll_policy::<E, POLICY>(cx, record, index)
         }
     }
 
@@ -592,12 +629,7 @@ impl<F, O, const N: usize, const LIMITED: bool> Slot<'_, F, O, N, LIMITED> {
         F::Output: BranchResult<Ok = O, Err = E>,
         P: SameError<E>,
     {
-        let record = record.record();
-        let Some(Err(error)) = self.result(cx, record, index) else {
-            return false;
-        };
-        record.failure = Some((index, error));
-        true
+        self.policy::<E, CANCEL>(cx, record.record(), index)
     }
 
     /// `finish`: polls the branch; keeps its success value, or records its error.
@@ -608,10 +640,7 @@ impl<F, O, const N: usize, const LIMITED: bool> Slot<'_, F, O, N, LIMITED> {
         F::Output: BranchResult<Ok = O, Err = E>,
         P: SameError<E>,
     {
-        let record = record.record();
-        if let Some(Err(error)) = self.result(cx, record, index) {
-            record.errors.push((index, error));
-        }
+        self.policy::<E, FINISH>(cx, record.record(), index);
     }
 
     /// `race_ok`: polls the branch; the first success wins, an error is recorded. Returns
@@ -623,18 +652,7 @@ impl<F, O, const N: usize, const LIMITED: bool> Slot<'_, F, O, N, LIMITED> {
         F::Output: BranchResult<Ok = O, Err = E>,
         P: SameError<E>,
     {
-        let record = record.record();
-        match self.result(cx, record, index) {
-            Some(Ok(())) => {
-                record.winner = Some(index);
-                true
-            }
-            Some(Err(error)) => {
-                record.errors.push((index, error));
-                false
-            }
-            None => false,
-        }
+        self.policy::<E, RACE_OK>(cx, record.record(), index)
     }
 
     /// Drops the branch future if it is still running, and names it in `stopped` if it had
