@@ -219,8 +219,8 @@ unsafe fn free(shared: *mut Shared) {
     unsafe { std::alloc::dealloc(shared.byte_sub(header).cast(), layout) };
 }
 
-/// Flags the branch of the cell `data` points at, and wakes the gather's task unless a wake
-/// since its last poll did.
+/// Flags the branch of the cell `data` points at, and says whether the gather's task is to be
+/// woken: not when a wake since its last poll did.
 ///
 /// Every access to the flags and to `notified`, here and in the gather's pass, is `SeqCst`:
 /// a pass clears `notified` and then reads the flags, a wake sets its flag and then reads
@@ -233,7 +233,7 @@ unsafe fn free(shared: *mut Shared) {
 ///
 /// As for [`header`]; `shared` must be that cell's header.
 #[inline(always)]
-unsafe fn flag(data: *const (), shared: *const Shared) {
+unsafe fn flag(data: *const (), shared: *const Shared) -> bool {
     // SAFETY: the caller guarantees both are live; the cell's index is below its allocation's
     // count of cells.
     let (index, flags, shared) = unsafe {
@@ -241,21 +241,18 @@ unsafe fn flag(data: *const (), shared: *const Shared) {
         (index, flags(shared, index), &*shared)
     };
     flags.fetch_or(1 << (index % FLAGS), Ordering::SeqCst);
-    let Shared {
-        notified, parent, ..
-    } = shared;
+    let notified = &shared.notified;
     // A plain load first: after the first wake since the gather's last poll, the others need
     // not touch the flag.
-    if !notified.load(Ordering::SeqCst) && !notified.swap(true, Ordering::SeqCst) {
-        wake_parent(parent);
-    }
+    !notified.load(Ordering::SeqCst) && !notified.swap(true, Ordering::SeqCst)
 }
 
 /// Wakes the gather's task: once between two of its polls, so kept out of line, which keeps
 /// the flag's path short.
 #[cold]
 #[inline(never)]
-fn wake_parent(parent: &Mutex<Option<Waker>>) {
+fn wake_parent(shared: &Shared) {
+    let parent = &shared.parent;
     // Cloned under the lock and woken after it, so that a waker that runs code of its own
     // never does so while the lock is held.
     let parent = parent
@@ -277,17 +274,41 @@ unsafe fn clone(data: *const ()) -> RawWaker {
 
 unsafe fn wake(data: *const ()) {
     // SAFETY: `data` comes from a live waker of ours, whose count keeps the allocation live
-    // until it is given back, once, after the flag is set.
+    // until it is given back, once, after the flag is set (and the gather's task woken).
     unsafe {
         let shared = header(data);
-        flag(data, shared);
+        if flag(data, shared) {
+            wake_parent_and_release(shared);
+        } else {
+            release(shared);
+        }
+    }
+}
+
+/// [`wake_parent`], then gives back the waker's count: out of line with it, so that the
+/// common path of a wake by value keeps nothing across a call.
+///
+/// # Safety
+///
+/// As for [`release`].
+#[cold]
+#[inline(never)]
+unsafe fn wake_parent_and_release(shared: *const Shared) {
+    // SAFETY: the caller's count keeps the header live until it is given back, after.
+    unsafe {
+        wake_parent(&*shared);
         release(shared);
     }
 }
 
 unsafe fn wake_by_ref(data: *const ()) {
     // SAFETY: `data` comes from a live waker of ours, whose count keeps the allocation live.
-    unsafe { flag(data, header(data)) };
+    unsafe {
+        let shared = header(data);
+        if flag(data, shared) {
+            wake_parent(&*shared);
+        }
+    }
 }
 
 unsafe fn drop_waker(data: *const ()) {
@@ -597,6 +618,20 @@ mod tests {
         let kept = wakers.with_waker(last, Waker::clone);
         drop(wakers);
         kept.wake(); // the last count: frees the words with the cells
+    }
+
+    #[test]
+    fn the_last_waker_woken_by_value_wakes_the_parent_and_frees_the_cells() {
+        let mut wakers = Wakers::new::<2>();
+        let (count, waker) = parent();
+        wakers.set_parent(&waker);
+        let kept = wakers.with_waker(1, Waker::clone);
+        drop(wakers);
+        // The first wake since the gather's last poll, and the last count: wakes the gather's
+        // task, then frees the cells (valgrind checks nothing leaks).
+        kept.wake();
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        assert_eq!(Arc::strong_count(&count), 2, "the cells' parent waker is gone");
     }
 
     #[test]
