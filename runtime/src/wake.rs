@@ -631,7 +631,11 @@ mod tests {
         // task, then frees the cells (valgrind checks nothing leaks).
         kept.wake();
         assert_eq!(count.0.load(Ordering::SeqCst), 1);
-        assert_eq!(Arc::strong_count(&count), 2, "the cells' parent waker is gone");
+        assert_eq!(
+            Arc::strong_count(&count),
+            2,
+            "the cells' parent waker is gone"
+        );
     }
 
     #[test]
