@@ -672,6 +672,66 @@ macro_rules! twenty {
     };
 }
 
+/// Seventy branches: the flags of their wakes fill more than one word of 64.
+macro_rules! seventy {
+    ($policy:ident; $branch:expr) => {
+        gather!(policy = $policy;
+            ($branch)(0), ($branch)(1), ($branch)(2), ($branch)(3), ($branch)(4),
+            ($branch)(5), ($branch)(6), ($branch)(7), ($branch)(8), ($branch)(9),
+            ($branch)(10), ($branch)(11), ($branch)(12), ($branch)(13), ($branch)(14),
+            ($branch)(15), ($branch)(16), ($branch)(17), ($branch)(18), ($branch)(19),
+            ($branch)(20), ($branch)(21), ($branch)(22), ($branch)(23), ($branch)(24),
+            ($branch)(25), ($branch)(26), ($branch)(27), ($branch)(28), ($branch)(29),
+            ($branch)(30), ($branch)(31), ($branch)(32), ($branch)(33), ($branch)(34),
+            ($branch)(35), ($branch)(36), ($branch)(37), ($branch)(38), ($branch)(39),
+            ($branch)(40), ($branch)(41), ($branch)(42), ($branch)(43), ($branch)(44),
+            ($branch)(45), ($branch)(46), ($branch)(47), ($branch)(48), ($branch)(49),
+            ($branch)(50), ($branch)(51), ($branch)(52), ($branch)(53), ($branch)(54),
+            ($branch)(55), ($branch)(56), ($branch)(57), ($branch)(58), ($branch)(59),
+            ($branch)(60), ($branch)(61), ($branch)(62), ($branch)(63), ($branch)(64),
+            ($branch)(65), ($branch)(66), ($branch)(67), ($branch)(68), ($branch)(69),
+        )
+    };
+}
+
+#[test]
+fn fixed_wakes_on_both_sides_of_a_word_of_flags_poll_only_their_branch() {
+    let journal = Journal::new();
+    let gates: Vec<Gate> = (0..70).map(|_| Gate::new()).collect();
+    let parent = Wakes::new();
+    let waker = parent.waker();
+    let mut cx = Context::from_waker(&waker);
+    let mut fut = Box::pin(async {
+        seventy!(settle; |i: usize| journal.probe(i.to_string(), gates[i].wait()))
+    });
+    let polls = |b: usize| journal.polls(&b.to_string());
+    assert!(fut.as_mut().poll(&mut cx).is_pending());
+    // Branch 0 waited before there were wakers of its own: the next poll polls it again.
+    assert!(fut.as_mut().poll(&mut cx).is_pending());
+    for woken in [69, 64, 63, 1, 65, 2] {
+        let before: Vec<usize> = (0..70).map(polls).collect();
+        let wakes = parent.count();
+        gates[woken].open();
+        assert_eq!(
+            parent.count(),
+            wakes + 1,
+            "a wake of branch {woken} wakes the gather"
+        );
+        assert!(fut.as_mut().poll(&mut cx).is_pending());
+        for (b, was) in before.into_iter().enumerate() {
+            let now = polls(b);
+            if b == woken {
+                assert_eq!(now, was + 1, "branch {b} was woken and polled");
+            } else {
+                assert_eq!(now, was, "branch {b} was polled for branch {woken}'s wake");
+            }
+        }
+    }
+    gates.iter().for_each(Gate::open);
+    assert!(fut.as_mut().poll(&mut cx).is_ready());
+    assert!((0..70).all(|b| polls(b) <= 3));
+}
+
 #[test]
 fn fixed_wakers_the_next_gather_on_a_thread_reuses_carry_no_wake_of_the_last() {
     // The first gather ends with every branch's flag raised, and no waker kept: the thread

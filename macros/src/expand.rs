@@ -196,8 +196,7 @@ fn fixed(
                     fut: ::core::pin::pin!(::core::option::Option::Some(#future)),
                     out: ::core::option::Option::None,
                     trace: #k::__private::BranchSpan::NONE,
-                    own_waker: false,
-                    finished: false,
+                    stage: #k::__private::Stage::Polled,
                 },
             }
         })
@@ -255,6 +254,11 @@ fn fixed(
             })
             .collect()
     };
+    // Code that runs once per gather, after the passes (taking the outputs, cancelling the
+    // branches), reaches the slots through references the optimizer cannot see through: else
+    // it keeps the address of every slot from the pass, with one store to the stack per branch
+    // in every pass, to reuse it here.
+    let reload = quote!(#( let #chunks = ::core::hint::black_box(&mut *#chunks); )*);
     let all_outputs = quote!(( #( #slots.take(), )* ));
     // Whether each branch guards a task, known from its type: a constant, so that the check
     // costs nothing when its branch is dropped.
@@ -412,6 +416,7 @@ fn fixed(
     } else {
         // An output of type `!` (a branch that only panics) is a value like any other here.
         quote! {
+            #reload
             #[allow(clippy::diverging_sub_expression)]
             let #out = #done;
             return ::core::task::Poll::Ready(#out);

@@ -415,7 +415,8 @@ pub mod __private {
         SpawnNeedsSendAndStatic, Spawned, take_trouble,
     };
     pub use crate::slot::{
-        BranchResult, Probe, ProbeAny, ProbeGuarded, Record, SameError, Slot, failed, timed_out,
+        BranchResult, Probe, ProbeAny, ProbeGuarded, Record, SameError, Slot, Stage, failed,
+        timed_out,
     };
     pub use crate::trace::BranchSpan;
     pub use core::convert::Infallible;

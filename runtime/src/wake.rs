@@ -6,7 +6,9 @@
 //! allocation per branch; the design allows one per gather. So the wakers of a gather share one
 //! allocation: a [`Shared`] header (a reference count, the gather's own waker, the count of
 //! cells), then one small cell per branch, and a branch's `RawWaker` points at its cell. A cell
-//! holds its index, which finds the start of the allocation. The count is kept by hand rather
+//! holds its index, which finds the header. Before the header, one word of flags per
+//! [`FLAGS`] branches says which were woken: a pass of the gather takes a word at once, and a
+//! branch that was not woken costs it one bit test. The count is kept by hand rather
 //! than by an `Arc`, so that a waker reaches the header with a plain pointer (an `Arc` of a
 //! slice needs the length beside the pointer on every clone, wake and drop). The cells need no
 //! drop, so the allocation is made and freed without a loop over them. A gather that ends with
@@ -47,25 +49,55 @@ struct Shared {
 struct Cell {
     /// The branch's index, which is the cell's position.
     index: u32,
-    /// Whether the branch was woken since it was last polled.
-    woken: AtomicBool,
 }
 
-/// Where the cells start, in bytes from the start of the allocation: right after the header,
-/// whose size is a multiple of its alignment, which the cells' does not exceed.
+/// How many branches one word of flags holds. Word `w` holds branches `w * FLAGS` to
+/// `(w + 1) * FLAGS - 1`, branch `b` as the bit `b % FLAGS`; it sits `w + 1` words before the
+/// header, so that a waker finds it from the header and its index alone.
+pub(crate) const FLAGS: usize = usize::BITS as usize;
+
+/// Where the cells start, in bytes from the header: right after it, since its size is a
+/// multiple of its alignment, which the cells' does not exceed.
 const CELLS: usize = size_of::<Shared>();
 
 const _: () = assert!(align_of::<Cell>() <= align_of::<Shared>());
+// The words of flags end right where the header starts: no padding between them.
+const _: () = assert!(align_of::<Shared>() == align_of::<AtomicUsize>());
 
-/// The layout of an allocation with `len` cells.
-fn layout(len: usize) -> Layout {
+/// How many words of flags `len` branches need.
+#[inline(always)]
+fn words(len: usize) -> usize {
+    len.div_ceil(FLAGS)
+}
+
+/// The layout of an allocation with `len` cells, and where its header starts, in bytes: after
+/// the words of flags.
+fn layout(len: usize) -> (Layout, usize) {
+    let Ok(flags) = Layout::array::<AtomicUsize>(words(len)) else {
+        panic!("gather!: too many branches")
+    };
     Layout::array::<Cell>(len)
-        .and_then(|cells| Layout::new::<Shared>().extend(cells))
-        .map(|(layout, cells)| {
-            debug_assert_eq!(cells, CELLS);
-            layout
+        .and_then(|cells| {
+            let (layout, header) = flags.extend(Layout::new::<Shared>())?;
+            let (layout, cells) = layout.extend(cells)?;
+            debug_assert_eq!(header, flags.size());
+            debug_assert_eq!(cells, header + CELLS);
+            Ok((layout, header))
         })
         .unwrap_or_else(|_| panic!("gather!: too many branches"))
+}
+
+/// The word of flags that holds branch `index`'s.
+///
+/// # Safety
+///
+/// `shared` must be the header of a live allocation made by [`Wakers::new`] with more than
+/// `index` cells, through a pointer derived from the allocation's start.
+#[inline(always)]
+unsafe fn flags<'a>(shared: *const Shared, index: usize) -> &'a AtomicUsize {
+    // SAFETY: the allocation holds `words(len)` words before the header, and `index < len`, so
+    // word `index / FLAGS` is in it, `index / FLAGS + 1` words before the header.
+    unsafe { &*shared.cast::<AtomicUsize>().sub(index / FLAGS + 1) }
 }
 
 /// The wakers of the branches of one gather.
@@ -143,21 +175,29 @@ unsafe fn release(shared: *const Shared) {
     }
 }
 
-/// Writes the first `len` cells after the header `shared`, none of them woken.
+/// Writes the first `len` cells after the header `shared`, and their words of flags before
+/// it, none of them woken.
 ///
 /// # Safety
 ///
-/// The allocation must have room for `len` cells, and no one else may reach them.
+/// The allocation must have room for `len` cells and their words, and no one else may reach
+/// them.
 unsafe fn write_cells(shared: NonNull<Shared>, len: u32) {
     // SAFETY: the caller guarantees room for `len` cells after the header.
     let cells = unsafe { shared.as_ptr().byte_add(CELLS).cast::<Cell>() };
     for index in 0..len {
-        let cell = Cell {
-            index,
-            woken: AtomicBool::new(false),
-        };
         // SAFETY: cell `index` is in the allocation; no one else reaches it.
-        unsafe { cells.add(index as usize).write(cell) };
+        unsafe { cells.add(index as usize).write(Cell { index }) };
+    }
+    for word in 0..words(len as usize) {
+        // SAFETY: word `word` is in the allocation, before the header; no one else reaches it.
+        unsafe {
+            shared
+                .as_ptr()
+                .cast::<AtomicUsize>()
+                .sub(word + 1)
+                .write(AtomicUsize::new(0));
+        }
     }
 }
 
@@ -173,38 +213,46 @@ unsafe fn free(shared: *mut Shared) {
     let len = unsafe { (*shared).len } as usize;
     // SAFETY: the header was written by `Wakers::new` and is dropped once, here.
     unsafe { ptr::drop_in_place(&raw mut (*shared).parent) };
-    // SAFETY: the allocation was made by `Wakers::new` with this layout.
-    unsafe { std::alloc::dealloc(shared.cast(), layout(len)) };
+    let (layout, header) = layout(len);
+    // SAFETY: the allocation was made by `Wakers::new` with this layout, `header` bytes before
+    // its header.
+    unsafe { std::alloc::dealloc(shared.byte_sub(header).cast(), layout) };
 }
 
-/// Flags the branch of the cell `data` points at, and wakes the gather's task unless a wake
-/// since its last poll did.
+/// Flags the branch of the cell `data` points at, and says whether the gather's task is to be
+/// woken: not when a wake since its last poll did.
+///
+/// Every access to the flags and to `notified`, here and in the gather's pass, is `SeqCst`:
+/// a pass clears `notified` and then reads the flags, a wake sets its flag and then reads
+/// `notified`. In the one order of all four, either the pass reads the flag after it was set
+/// (and polls the branch), or the wake reads `notified` after the pass cleared it (and wakes
+/// the gather's task again). With weaker orders both could read the old values (a store may
+/// pass a later load, even on x86), and the wake would be lost.
 ///
 /// # Safety
 ///
 /// As for [`header`]; `shared` must be that cell's header.
 #[inline(always)]
-unsafe fn flag(data: *const (), shared: *const Shared) {
-    // SAFETY: the caller guarantees both are live.
-    let (
-        woken,
-        Shared {
-            notified, parent, ..
-        },
-    ) = unsafe { (&(*data.cast::<Cell>()).woken, &*shared) };
-    woken.store(true, Ordering::Release);
+unsafe fn flag(data: *const (), shared: *const Shared) -> bool {
+    // SAFETY: the caller guarantees both are live; the cell's index is below its allocation's
+    // count of cells.
+    let (index, flags, shared) = unsafe {
+        let index = (*data.cast::<Cell>()).index as usize;
+        (index, flags(shared, index), &*shared)
+    };
+    flags.fetch_or(1 << (index % FLAGS), Ordering::SeqCst);
+    let notified = &shared.notified;
     // A plain load first: after the first wake since the gather's last poll, the others need
     // not touch the flag.
-    if !notified.load(Ordering::Acquire) && !notified.swap(true, Ordering::AcqRel) {
-        wake_parent(parent);
-    }
+    !notified.load(Ordering::SeqCst) && !notified.swap(true, Ordering::SeqCst)
 }
 
 /// Wakes the gather's task: once between two of its polls, so kept out of line, which keeps
 /// the flag's path short.
 #[cold]
 #[inline(never)]
-fn wake_parent(parent: &Mutex<Option<Waker>>) {
+fn wake_parent(shared: &Shared) {
+    let parent = &shared.parent;
     // Cloned under the lock and woken after it, so that a waker that runs code of its own
     // never does so while the lock is held.
     let parent = parent
@@ -226,17 +274,41 @@ unsafe fn clone(data: *const ()) -> RawWaker {
 
 unsafe fn wake(data: *const ()) {
     // SAFETY: `data` comes from a live waker of ours, whose count keeps the allocation live
-    // until it is given back, once, after the flag is set.
+    // until it is given back, once, after the flag is set (and the gather's task woken).
     unsafe {
         let shared = header(data);
-        flag(data, shared);
+        if flag(data, shared) {
+            wake_parent_and_release(shared);
+        } else {
+            release(shared);
+        }
+    }
+}
+
+/// [`wake_parent`], then gives back the waker's count: out of line with it, so that the
+/// common path of a wake by value keeps nothing across a call.
+///
+/// # Safety
+///
+/// As for [`release`].
+#[cold]
+#[inline(never)]
+unsafe fn wake_parent_and_release(shared: *const Shared) {
+    // SAFETY: the caller's count keeps the header live until it is given back, after.
+    unsafe {
+        wake_parent(&*shared);
         release(shared);
     }
 }
 
 unsafe fn wake_by_ref(data: *const ()) {
     // SAFETY: `data` comes from a live waker of ours, whose count keeps the allocation live.
-    unsafe { flag(data, header(data)) };
+    unsafe {
+        let shared = header(data);
+        if flag(data, shared) {
+            wake_parent(&*shared);
+        }
+    }
 }
 
 unsafe fn drop_waker(data: *const ()) {
@@ -261,14 +333,17 @@ impl Wakers {
                 parent: None,
             };
         }
-        let layout = layout(len as usize);
+        let (layout, header) = layout(len as usize);
         // SAFETY: the layout has a nonzero size (the header's).
         let start = unsafe { std::alloc::alloc(layout) };
-        let Some(shared) = NonNull::new(start.cast::<Shared>()) else {
+        let Some(start) = NonNull::new(start) else {
             std::alloc::handle_alloc_error(layout)
         };
-        // SAFETY: the allocation is fresh, with room and alignment for the header and `len`
-        // cells after it; each is written once, in place.
+        // SAFETY: the header starts `header` bytes into the allocation.
+        let shared = unsafe { start.byte_add(header).cast::<Shared>() };
+        // SAFETY: the allocation is fresh, with room and alignment for the words of flags
+        // before the header, the header, and `len` cells after it; each is written once, in
+        // place.
         unsafe {
             shared.write(Shared {
                 refs: AtomicUsize::new(1),
@@ -314,7 +389,8 @@ impl Wakers {
         let Shared {
             parent, notified, ..
         } = self.shared();
-        notified.store(false, Ordering::Release);
+        // `SeqCst`, before the pass reads any flag: see `flag`.
+        notified.store(false, Ordering::SeqCst);
         if self.parent.as_ref().is_some_and(|p| p.will_wake(waker)) {
             return;
         }
@@ -322,16 +398,24 @@ impl Wakers {
         self.parent = Some(waker.clone());
     }
 
-    /// Whether branch `branch` was woken since this was last asked; clears the flag.
+    /// Which of the branches `word * FLAGS` to `(word + 1) * FLAGS - 1` were woken since this
+    /// was last asked, as the bits of their positions in the word; clears them.
     #[inline(always)]
-    pub(crate) fn take_woken(&self, branch: usize) -> bool {
-        let Some(cell) = self.cell(branch) else {
-            return false;
-        };
-        // SAFETY: the cell is in the allocation, which this keeps live while borrowed.
-        let woken = unsafe { &(*cell).woken };
-        // A plain load first: most branches were not woken, and a swap costs much more.
-        woken.load(Ordering::Relaxed) && woken.swap(false, Ordering::Acquire)
+    pub(crate) fn take_woken(&self, word: usize) -> usize {
+        let index = word.saturating_mul(FLAGS);
+        if index >= self.shared().len as usize {
+            return 0;
+        }
+        // SAFETY: `index` is below the allocation's count of cells, checked above, and the
+        // allocation is live while this is borrowed.
+        let flags = unsafe { flags(self.shared.as_ptr(), index) };
+        // A plain load first: most words have no wake, and a swap costs much more. `SeqCst`,
+        // after the pass cleared `notified`: see `flag`.
+        if flags.load(Ordering::SeqCst) == 0 {
+            0
+        } else {
+            flags.swap(0, Ordering::SeqCst)
+        }
     }
 
     /// Runs `f` with the waker of branch `branch`, without touching the reference count: the
@@ -347,6 +431,20 @@ impl Wakers {
         let waker =
             ManuallyDrop::new(unsafe { Waker::from_raw(RawWaker::new(cell.cast(), &VTABLE)) });
         f(&waker)
+    }
+
+    /// The branches woken since this was last asked, for the tests; clears their flags.
+    #[cfg(test)]
+    fn woken(&self) -> Vec<usize> {
+        let words = words(self.shared().len as usize);
+        (0..words)
+            .flat_map(|word| {
+                let bits = self.take_woken(word);
+                (0..FLAGS)
+                    .filter(move |bit| bits & (1 << bit) != 0)
+                    .map(move |bit| word * FLAGS + bit)
+            })
+            .collect()
     }
 
     /// How many owners the allocation has, for the tests.
@@ -396,11 +494,11 @@ impl Spare {
             return None;
         }
         header.notified.store(false, Ordering::Relaxed);
-        // SAFETY: the first `len` cells are in the allocation, which no one else reaches.
-        let cells = unsafe { shared.as_ptr().byte_add(CELLS).cast::<Cell>() };
-        for index in 0..len as usize {
-            // SAFETY: as above; cell `index` is in bounds.
-            unsafe { &(*cells.add(index)).woken }.store(false, Ordering::Relaxed);
+        // Every word of the allocation, not only the first `len` branches': a branch past
+        // them has no waker in this gather, but one may have been woken in an earlier one.
+        for word in 0..words(header.len as usize) {
+            // SAFETY: as above; word `word` is in the allocation, before the header.
+            unsafe { flags(shared.as_ptr(), word * FLAGS) }.store(0, Ordering::Relaxed);
         }
         Some(shared)
     }
@@ -469,10 +567,8 @@ mod tests {
         let (count, waker) = parent();
         wakers.set_parent(&waker);
         wakers.with_waker(1, Waker::wake_by_ref);
-        assert!(!wakers.take_woken(0));
-        assert!(wakers.take_woken(1));
-        assert!(!wakers.take_woken(1), "taking the flag clears it");
-        assert!(!wakers.take_woken(2));
+        assert_eq!(wakers.woken(), [1]);
+        assert_eq!(wakers.woken(), [], "taking the flags clears them");
         assert_eq!(count.0.load(Ordering::SeqCst), 1);
     }
 
@@ -485,10 +581,7 @@ mod tests {
             wakers.with_waker(branch, Waker::wake_by_ref);
         }
         assert_eq!(count.0.load(Ordering::SeqCst), 1);
-        assert!(
-            (0..3).all(|b| wakers.take_woken(b)),
-            "every branch is flagged"
-        );
+        assert_eq!(wakers.woken(), [0, 1, 2], "every branch is flagged");
         wakers.set_parent(&waker); // the next poll of the gather
         wakers.with_waker(2, Waker::wake_by_ref);
         assert_eq!(count.0.load(Ordering::SeqCst), 2);
@@ -510,6 +603,42 @@ mod tests {
     }
 
     #[test]
+    fn the_flags_of_many_branches_sit_in_words_before_the_header() {
+        let wakers = Wakers::new::<{ 2 * FLAGS + 3 }>();
+        let last = 2 * FLAGS + 2;
+        for branch in [0, FLAGS - 1, FLAGS, last] {
+            wakers.with_waker(branch, Waker::wake_by_ref);
+        }
+        // Woken twice, flagged once.
+        wakers.with_waker(FLAGS, Waker::wake_by_ref);
+        assert_eq!(wakers.woken(), [0, FLAGS - 1, FLAGS, last]);
+        assert_eq!(wakers.take_woken(1), 0, "taken once");
+        assert_eq!(wakers.take_woken(3), 0, "no word past the last branch");
+        assert_eq!(wakers.take_woken(usize::MAX), 0);
+        let kept = wakers.with_waker(last, Waker::clone);
+        drop(wakers);
+        kept.wake(); // the last count: frees the words with the cells
+    }
+
+    #[test]
+    fn the_last_waker_woken_by_value_wakes_the_parent_and_frees_the_cells() {
+        let mut wakers = Wakers::new::<2>();
+        let (count, waker) = parent();
+        wakers.set_parent(&waker);
+        let kept = wakers.with_waker(1, Waker::clone);
+        drop(wakers);
+        // The first wake since the gather's last poll, and the last count: wakes the gather's
+        // task, then frees the cells (valgrind checks nothing leaks).
+        kept.wake();
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        assert_eq!(
+            Arc::strong_count(&count),
+            2,
+            "the cells' parent waker is gone"
+        );
+    }
+
+    #[test]
     fn a_lent_waker_takes_no_count() {
         let wakers = Wakers::new::<1>();
         wakers.with_waker(0, |waker| {
@@ -517,7 +646,7 @@ mod tests {
             waker.wake_by_ref();
         });
         assert_eq!(wakers.refs(), 1);
-        assert!(wakers.take_woken(0));
+        assert_eq!(wakers.woken(), [0]);
     }
 
     #[test]
@@ -525,7 +654,7 @@ mod tests {
         let wakers = Wakers::new::<1>();
         let kept = wakers.with_waker(0, Waker::clone);
         kept.wake();
-        assert!(wakers.take_woken(0));
+        assert_eq!(wakers.woken(), [0]);
     }
 
     #[test]
@@ -567,6 +696,21 @@ mod tests {
     }
 
     #[test]
+    fn wakes_from_other_threads_set_every_flag_of_a_shared_word() {
+        let mut wakers = Wakers::new::<{ FLAGS + 8 }>();
+        let (count, waker) = parent();
+        wakers.set_parent(&waker);
+        std::thread::scope(|s| {
+            for branch in 0..FLAGS + 8 {
+                let waker = wakers.with_waker(branch, Waker::clone);
+                s.spawn(move || waker.wake());
+            }
+        });
+        assert_eq!(wakers.woken(), (0..FLAGS + 8).collect::<Vec<_>>());
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
     fn a_gathers_wakers_serve_the_next_gather_on_its_thread_cleared() {
         let mut wakers = Wakers::new::<3>();
         let (count, waker) = parent();
@@ -581,8 +725,9 @@ mod tests {
         );
         let mut again = Wakers::new::<2>();
         assert_eq!(again.shared, first, "a smaller gather takes the spare");
-        assert!(
-            !again.take_woken(1),
+        assert_eq!(
+            again.woken(),
+            [],
             "the flags of the last gather are cleared"
         );
         assert!(!again.shared().notified.load(Ordering::SeqCst));
@@ -618,7 +763,26 @@ mod tests {
         let larger = Wakers::new::<6>();
         assert_eq!(larger.shared().len, 6);
         larger.with_waker(5, Waker::wake_by_ref);
-        assert!(larger.take_woken(5));
+        assert_eq!(larger.woken(), [5]);
+    }
+
+    #[test]
+    fn a_spare_is_cleared_in_every_word_even_past_a_smaller_gathers_branches() {
+        std::thread::spawn(|| {
+            let wide = Wakers::new::<{ 2 * FLAGS }>();
+            wide.with_waker(2 * FLAGS - 1, Waker::wake_by_ref);
+            let first = wide.shared;
+            drop(wide);
+            let narrow = Wakers::new::<3>();
+            assert_eq!(narrow.shared, first, "the spare serves the narrow gather");
+            assert_eq!(narrow.woken(), [], "no flag of the wide gather is left");
+            drop(narrow);
+            let again = Wakers::new::<{ 2 * FLAGS }>();
+            assert_eq!(again.shared, first);
+            assert_eq!(again.woken(), []);
+        })
+        .join()
+        .expect("the thread ends");
     }
 
     #[test]
