@@ -732,6 +732,31 @@ fn fixed_wakes_on_both_sides_of_a_word_of_flags_poll_only_their_branch() {
     assert!((0..70).all(|b| polls(b) <= 3));
 }
 
+/// A 20-branch `settle` gather of `gates`, polled once with `cx`: every branch is pending, and
+/// every branch but the first (which waited before there were wakers) with a waker of its own.
+fn twenty_gates_polled_once<'a>(
+    journal: &'a Journal,
+    gates: &'a [Gate],
+    cx: &mut Context<'_>,
+) -> Pin<Box<impl Future + 'a>> {
+    let mut fut = Box::pin(async move {
+        twenty!(settle; |i: usize| journal.probe(i.to_string(), gates[i].wait()))
+    });
+    assert!(fut.as_mut().poll(cx).is_pending());
+    fut
+}
+
+/// Asserts that branches 1 to 19 of [`twenty_gates_polled_once`] were polled once only.
+fn assert_polled_once(journal: &Journal, why: &str) {
+    for i in 1..20 {
+        assert_eq!(
+            journal.polls(&i.to_string()),
+            1,
+            "branch {i} was polled {why}"
+        );
+    }
+}
+
 #[test]
 fn fixed_wakers_the_next_gather_on_a_thread_reuses_carry_no_wake_of_the_last() {
     // The first gather ends with every branch's flag raised, and no waker kept: the thread
@@ -743,20 +768,11 @@ fn fixed_wakers_the_next_gather_on_a_thread_reuses_carry_no_wake_of_the_last() {
     let parent = Wakes::new();
     let waker = parent.waker();
     let mut cx = Context::from_waker(&waker);
-    let mut fut = Box::pin(async {
-        twenty!(settle; |i: usize| journal.probe(i.to_string(), gates[i].wait()))
-    });
+    let mut fut = twenty_gates_polled_once(&journal, &gates, &mut cx);
+    // A poll with no branch woken: the branches that wait with wakers of their own are not
+    // polled.
     assert!(fut.as_mut().poll(&mut cx).is_pending());
-    // A poll with no branch woken: the branches that wait with wakers of their own (all but
-    // the first, which waited before there were any) are not polled.
-    assert!(fut.as_mut().poll(&mut cx).is_pending());
-    for i in 1..20 {
-        assert_eq!(
-            journal.polls(&i.to_string()),
-            1,
-            "branch {i} was polled for a wake of the last gather"
-        );
-    }
+    assert_polled_once(&journal, "for a wake of the last gather");
     gates[7].open();
     assert!(fut.as_mut().poll(&mut cx).is_pending());
     assert_eq!(journal.polls("7"), 2);
@@ -777,16 +793,11 @@ fn fixed_wakers_kept_past_a_gather_never_wake_the_next_gathers_branches() {
     let parent = Wakes::new();
     let waker = parent.waker();
     let mut cx = Context::from_waker(&waker);
-    let mut fut = Box::pin(async {
-        twenty!(settle; |i: usize| journal.probe(i.to_string(), gates[i].wait()))
-    });
-    assert!(fut.as_mut().poll(&mut cx).is_pending());
+    let mut fut = twenty_gates_polled_once(&journal, &gates, &mut cx);
     // The first gather's wakers, woken from other threads, reach none of these branches.
     hammer(&kept);
     assert!(fut.as_mut().poll(&mut cx).is_pending());
-    for i in 1..20 {
-        assert_eq!(journal.polls(&i.to_string()), 1, "branch {i} was polled");
-    }
+    assert_polled_once(&journal, "for a wake of the first gather's wakers");
     gates.iter().for_each(Gate::open);
     assert!(fut.as_mut().poll(&mut cx).is_ready());
     drop(fut);
