@@ -70,9 +70,15 @@ impl Queue {
 
     /// Queues `slot`, whose flag is `queued`, unless it is queued already, and wakes the
     /// gather's task unless it was woken since its last poll began.
+    ///
+    /// The flag is set with a swap, never skipped on a plain load, and the gather clears it
+    /// with a swap too (in `take_woken`), before it polls the slot's branch. Either this swap
+    /// comes first and the gather's reads `true` from it, which makes what the waker did
+    /// before it visible to that poll; or the gather's comes first, this one reads `false`,
+    /// and the slot is queued again. A plain load that saw an old `true` would take neither
+    /// path, and the wake could be lost (a store may pass a later load, even on x86).
     fn wake(&self, slot: usize, queued: &AtomicBool) {
-        // A plain load first: a slot woken again before the gather took it is queued already.
-        if queued.load(Ordering::Acquire) || queued.swap(true, Ordering::AcqRel) {
+        if queued.swap(true, Ordering::AcqRel) {
             return;
         }
         let parent = {
@@ -493,15 +499,17 @@ impl<F, M> Slots<F, M> {
         }
         queue.notified = false;
         for slot in queue.slots.drain(..) {
+            // A swap, not a store: it reads the last wake's `true`, and so sees what that
+            // waker did before it (see `Queue::wake`).
             if slot == STAGE {
-                queue_stage.store(false, Ordering::Release);
+                queue_stage.swap(false, Ordering::AcqRel);
                 woken(slot, &self.stage);
                 continue;
             }
             let (chunk, offset) = locate(slot);
             let chunk = &self.chunks[chunk];
             if let Cell::Slot { queued, .. } = &chunk.wakers[offset + 1] {
-                queued.store(false, Ordering::Release);
+                queued.swap(false, Ordering::AcqRel);
             }
             woken(slot, &chunk.entries[offset].meta);
         }
