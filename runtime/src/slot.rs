@@ -664,7 +664,16 @@ impl<F, O, const N: usize, const LIMITED: bool> Slot<'_, F, O, N, LIMITED> {
         stopped: &mut Vec<Branch>,
     ) {
         if self.drop_future(index, guarded, record) && (!LIMITED || index < record.started) {
-            stopped.push(Branch::__new(index, name));
+            debug_assert!(
+                stopped.len() < stopped.capacity(),
+                "no room to name a branch"
+            );
+            // Always true: `stopped` has room for every running branch (see
+            // `Record::stopped`). Said here, the push needs no path that grows the list, which
+            // would take its address and keep it in memory across the drops.
+            if stopped.len() < stopped.capacity() {
+                stopped.push(Branch::__new(index, name));
+            }
         }
     }
 
