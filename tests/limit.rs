@@ -326,3 +326,42 @@ fn limit_of_zero_at_run_time_panics_before_any_branch_runs() {
     assert!(message.contains("`limit`"), "{message:?}");
     assert_eq!(log.polls("a") + log.polls("b"), 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn limit_under_cancel_in_a_wide_gather_names_every_running_branch_and_no_other() {
+    // 20 branches (each with a waker of its own), 6 at once: 0 to 4 wait for ever, 5 fails
+    // at 10, and 6 to 19 never start.
+    let result = gather!(policy = cancel, limit = 6;
+        pending::<Result<u8, &str>>(),
+        pending::<Result<u8, &str>>(),
+        pending::<Result<u8, &str>>(),
+        pending::<Result<u8, &str>>(),
+        pending::<Result<u8, &str>>(),
+        after(10, Err::<u8, &str>("5 failed")),
+        pending::<Result<u8, &str>>(),
+        pending::<Result<u8, &str>>(),
+        pending::<Result<u8, &str>>(),
+        pending::<Result<u8, &str>>(),
+        pending::<Result<u8, &str>>(),
+        pending::<Result<u8, &str>>(),
+        pending::<Result<u8, &str>>(),
+        pending::<Result<u8, &str>>(),
+        pending::<Result<u8, &str>>(),
+        pending::<Result<u8, &str>>(),
+        pending::<Result<u8, &str>>(),
+        pending::<Result<u8, &str>>(),
+        pending::<Result<u8, &str>>(),
+        pending::<Result<u8, &str>>(),
+    );
+    let Err(Error::Failed {
+        branch, cancelled, ..
+    }) = result
+    else {
+        panic!("expected Error::Failed");
+    };
+    assert_eq!(branch.index(), 5);
+    let names: Vec<usize> = cancelled.iter().map(gather::Branch::index).collect();
+    assert_eq!(names, [0, 1, 2, 3, 4]);
+    // The list was made with room for exactly the running branches.
+    assert_eq!(cancelled.capacity(), 5);
+}
