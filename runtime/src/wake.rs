@@ -547,8 +547,8 @@ mod tests {
     use std::sync::Arc;
     use std::task::Wake;
 
-    /// A parent waker that counts its wakes.
-    struct Count(AtomicUsize);
+    /// A parent waker that counts its wakes (the tests of `chunks` use it too).
+    pub(super) struct Count(pub(super) AtomicUsize);
 
     impl Wake for Count {
         fn wake(self: Arc<Self>) {
@@ -556,7 +556,8 @@ mod tests {
         }
     }
 
-    fn parent() -> (Arc<Count>, Waker) {
+    /// A counting parent waker, and its count.
+    pub(super) fn parent() -> (Arc<Count>, Waker) {
         let count = Arc::new(Count(AtomicUsize::new(0)));
         (Arc::clone(&count), Waker::from(Arc::clone(&count)))
     }
