@@ -672,7 +672,7 @@ macro_rules! twenty {
     };
 }
 
-/// Seventy branches: the flags of their wakes fill more than one word of 64.
+/// Seventy branches: the flags of their wakes fill three words of 32.
 macro_rules! seventy {
     ($policy:ident; $branch:expr) => {
         gather!(policy = $policy;
@@ -708,7 +708,7 @@ fn fixed_wakes_on_both_sides_of_a_word_of_flags_poll_only_their_branch() {
     assert!(fut.as_mut().poll(&mut cx).is_pending());
     // Branch 0 waited before there were wakers of its own: the next poll polls it again.
     assert!(fut.as_mut().poll(&mut cx).is_pending());
-    for woken in [69, 64, 63, 1, 65, 2] {
+    for woken in [69, 64, 63, 31, 32, 1, 65, 2] {
         let before: Vec<usize> = (0..70).map(polls).collect();
         let wakes = parent.count();
         gates[woken].open();
@@ -726,6 +726,18 @@ fn fixed_wakes_on_both_sides_of_a_word_of_flags_poll_only_their_branch() {
                 assert_eq!(now, was, "branch {b} was polled for branch {woken}'s wake");
             }
         }
+    }
+    // Two wakes of one word between two polls: the first wakes the gather, the second finds
+    // the word flagged and counts on that wake; the next poll polls both.
+    let before: Vec<usize> = (0..70).map(polls).collect();
+    let wakes = parent.count();
+    gates[40].open();
+    gates[33].open();
+    assert_eq!(parent.count(), wakes + 1, "one wake of the gather for both");
+    assert!(fut.as_mut().poll(&mut cx).is_pending());
+    for (b, was) in before.into_iter().enumerate() {
+        let woken = usize::from(b == 33 || b == 40);
+        assert_eq!(polls(b), was + woken, "branch {b}");
     }
     gates.iter().for_each(Gate::open);
     assert!(fut.as_mut().poll(&mut cx).is_ready());

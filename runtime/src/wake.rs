@@ -6,14 +6,28 @@
 //! allocation per branch; the design allows one per gather. So the wakers of a gather share one
 //! allocation: a [`Shared`] header (a reference count, the gather's own waker, the count of
 //! cells), then one small cell per branch, and a branch's `RawWaker` points at its cell. A cell
-//! holds its index, which finds the header. Before the header, one word of flags per
-//! [`FLAGS`] branches says which were woken: a pass of the gather takes a word at once, and a
-//! branch that was not woken costs it one bit test. The count is kept by hand rather
-//! than by an `Arc`, so that a waker reaches the header with a plain pointer (an `Arc` of a
-//! slice needs the length beside the pointer on every clone, wake and drop). The cells need no
-//! drop, so the allocation is made and freed without a loop over them. A gather that ends with
-//! no waker of its branches left keeps its allocation as the thread's spare, which the next
-//! gather on the thread takes if it has room: gathers run one after another allocate once.
+//! holds its index, which finds the header. Before the header, one word per [`FLAGS`] branches
+//! holds two halves: the flags that say which of its branches were woken, and a count of the
+//! wakers of its branches. A pass of the gather takes a word's flags at once, and a branch that
+//! was not woken costs it one bit test.
+//!
+//! The counts are kept so that each clone, wake and drop of a waker is one atomic operation on
+//! its word, as many as `tokio::join!` spends on its one waker:
+//! - the gather holds one count in every word for as long as it runs, so that while it does, a
+//!   clone or a drop never takes a word's count to or from none;
+//! - the header counts the words whose count is not none, so that only the last waker of a word,
+//!   once the gather is gone, touches it;
+//! - a wake by value sets its flag and gives back its count in one operation. Only the first
+//!   wake of a word since the gather last took its flags has the gather's task to wake, and it
+//!   keeps its count until it has.
+//!
+//! The counts are kept by hand rather than by an `Arc`, so that a waker reaches its word with a
+//! plain pointer (an `Arc` of a slice needs the length beside the pointer on every clone, wake
+//! and drop). A word is an `AtomicU64`, on every target: the crate needs 64-bit atomics, which
+//! all of Rust's tier-1 targets have. The cells need no drop, so the allocation is made and freed without a loop over
+//! them. A gather that ends with no waker of its branches left keeps its allocation as the
+//! thread's spare, which the next gather on the thread takes if it has room: gathers run one
+//! after another allocate once.
 //!
 //! The dynamic form's slots, whose futures are pinned in chunks with their wakers, are in the
 //! part [`chunks`], for the same reason: it is the rest of the crate's `unsafe`.
@@ -23,7 +37,7 @@
 use core::alloc::Layout;
 use core::mem::ManuallyDrop;
 use core::ptr::{self, NonNull};
-use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering, fence};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
 use core::task::{RawWaker, RawWakerVTable, Waker};
 use std::sync::{Mutex, PoisonError};
 
@@ -32,8 +46,8 @@ pub(crate) mod chunks;
 /// The start of the allocation the wakers of one gather share; the cells follow it.
 #[repr(C)]
 struct Shared {
-    /// How many owners the allocation has: the gather's [`Wakers`] and every branch waker it
-    /// lent that was cloned.
+    /// How many owners the allocation has: the words whose count is not none (every word,
+    /// while the gather runs).
     refs: AtomicUsize,
     /// Whether the gather's task was woken since it last started a poll, so that many branch
     /// wakes between two of its polls wake it once.
@@ -51,29 +65,43 @@ struct Cell {
     index: u32,
 }
 
-/// How many branches one word of flags holds. Word `w` holds branches `w * FLAGS` to
-/// `(w + 1) * FLAGS - 1`, branch `b` as the bit `b % FLAGS`; it sits `w + 1` words before the
-/// header, so that a waker finds it from the header and its index alone.
-pub(crate) const FLAGS: usize = usize::BITS as usize;
+/// How many branches one word holds. Word `w` holds branches `w * FLAGS` to
+/// `(w + 1) * FLAGS - 1`, branch `b` as the bit `b % FLAGS` of its low half; its high half
+/// counts the wakers of those branches that are alive (cloned from the wakers the gather lends),
+/// and one more while the gather runs. The word sits `w + 1` words before the header, so that a
+/// waker finds it from the header and its index alone.
+pub(crate) const FLAGS: usize = 32;
+
+/// One waker in a word's count, its high half.
+const ONE: u64 = 1 << FLAGS;
+
+const _: () = assert!(
+    usize::BITS as usize >= FLAGS,
+    "a word's flags fit a `usize`"
+);
+
+/// The flags of a word, its low half.
+const MASK: u64 = ONE - 1;
 
 /// Where the cells start, in bytes from the header: right after it, since its size is a
 /// multiple of its alignment, which the cells' does not exceed.
 const CELLS: usize = size_of::<Shared>();
 
 const _: () = assert!(align_of::<Cell>() <= align_of::<Shared>());
-// The words of flags end right where the header starts: no padding between them.
-const _: () = assert!(align_of::<Shared>() == align_of::<AtomicUsize>());
+// The words end right where the header starts: no padding between them, since their size is a
+// multiple of the header's alignment.
+const _: () = assert!(align_of::<Shared>() <= size_of::<AtomicU64>());
 
-/// How many words of flags `len` branches need.
+/// How many words `len` branches need.
 #[inline(always)]
 fn words(len: usize) -> usize {
     len.div_ceil(FLAGS)
 }
 
 /// The layout of an allocation with `len` cells, and where its header starts, in bytes: after
-/// the words of flags.
+/// the words.
 fn layout(len: usize) -> (Layout, usize) {
-    let Ok(flags) = Layout::array::<AtomicUsize>(words(len)) else {
+    let Ok(flags) = Layout::array::<AtomicU64>(words(len)) else {
         panic!("gather!: too many branches")
     };
     Layout::array::<Cell>(len)
@@ -87,31 +115,31 @@ fn layout(len: usize) -> (Layout, usize) {
         .unwrap_or_else(|_| panic!("gather!: too many branches"))
 }
 
-/// The word of flags that holds branch `index`'s.
+/// The word that holds branch `index`'s flag and counts its wakers.
 ///
 /// # Safety
 ///
 /// `shared` must be the header of a live allocation made by [`Wakers::new`] with more than
 /// `index` cells, through a pointer derived from the allocation's start.
 #[inline(always)]
-unsafe fn flags<'a>(shared: *const Shared, index: usize) -> &'a AtomicUsize {
+unsafe fn word_of<'a>(shared: *const Shared, index: usize) -> &'a AtomicU64 {
     // SAFETY: the allocation holds `words(len)` words before the header, and `index < len`, so
     // word `index / FLAGS` is in it, `index / FLAGS + 1` words before the header.
-    unsafe { &*shared.cast::<AtomicUsize>().sub(index / FLAGS + 1) }
+    unsafe { &*shared.cast::<AtomicU64>().sub(index / FLAGS + 1) }
 }
 
 /// The wakers of the branches of one gather.
 pub(crate) struct Wakers {
-    /// The allocation, of which this holds one count.
+    /// The allocation, of which this holds one count in every word.
     shared: NonNull<Shared>,
     /// The gather's waker as last given to the cells, to skip their lock when it is the same.
     parent: Option<Waker>,
 }
 
 // SAFETY: `Wakers` is a counted reference to its allocation, like an `Arc<Shared>`: the header
-// is atomics and a `Mutex` of a `Waker` (all `Send + Sync`), the cells are a plain index and an
-// atomic, and the allocation is freed once, by whichever owner gives back the last count, on
-// any thread.
+// is atomics and a `Mutex` of a `Waker` (all `Send + Sync`), the cells are a plain index, the
+// words atomics, and the allocation is freed once, by whichever owner gives back the last count,
+// on any thread.
 unsafe impl Send for Wakers {}
 // SAFETY: as for `Send`: through `&Wakers` only the atomics and the `Mutex` are reached.
 unsafe impl Sync for Wakers {}
@@ -126,36 +154,21 @@ impl core::fmt::Debug for Wakers {
 
 static VTABLE: RawWakerVTable = RawWakerVTable::new(clone, wake, wake_by_ref, drop_waker);
 
-/// The header of the allocation that holds the cell `data` points at.
+/// The index of the cell `data` points at, and the header of its allocation.
 ///
 /// # Safety
 ///
 /// `data` must point at a cell of a live allocation made by [`Wakers::new`], through a pointer
 /// derived from the allocation's start (as [`Wakers::with_waker`] makes it).
 #[inline(always)]
-unsafe fn header(data: *const ()) -> *const Shared {
+unsafe fn locate(data: *const ()) -> (usize, *const Shared) {
     let cell = data.cast::<Cell>();
     // SAFETY: the caller guarantees `cell` points at a live cell.
     let index = unsafe { (*cell).index } as usize;
     // SAFETY: the cell at position `index` is `index` cells after the first, which is `CELLS`
     // bytes after the start of the allocation, all in the same allocation.
-    unsafe { cell.sub(index).byte_sub(CELLS).cast::<Shared>() }
-}
-
-/// Takes one more count of the allocation.
-///
-/// # Safety
-///
-/// `shared` must be live, held by a count of the caller's.
-#[inline(always)]
-unsafe fn acquire(shared: *const Shared) {
-    // SAFETY: the caller's count keeps the header live.
-    let old = unsafe { &(*shared).refs }.fetch_add(1, Ordering::Relaxed);
-    // As `Arc` does: a count this high means wakers were leaked by the billion; stop rather
-    // than let the count wrap around to a free.
-    if old > isize::MAX as usize {
-        std::process::abort();
-    }
+    let shared = unsafe { cell.sub(index).byte_sub(CELLS).cast::<Shared>() };
+    (index, shared)
 }
 
 /// Gives back one count of the allocation, and frees it if that was the last.
@@ -175,8 +188,24 @@ unsafe fn release(shared: *const Shared) {
     }
 }
 
-/// Writes the first `len` cells after the header `shared`, and their words of flags before
-/// it, none of them woken.
+/// Gives back the header's count that a word held while it counted wakers: called by whoever
+/// took the word's count from one to none, out of line, since that is once per word.
+///
+/// # Safety
+///
+/// As for [`release`]; the word's count of the header is the caller's.
+#[cold]
+#[inline(never)]
+unsafe fn release_word(shared: *const Shared) {
+    // Every waker of the word that was dropped before (each with a release on the word) has
+    // its uses happen before the header's count is given back, and so before any free.
+    fence(Ordering::Acquire);
+    // SAFETY: as the caller guarantees.
+    unsafe { release(shared) };
+}
+
+/// Writes the first `len` cells after the header `shared`, and their words before it, none of
+/// them woken, each with the one count of the gather.
 ///
 /// # Safety
 ///
@@ -194,9 +223,9 @@ unsafe fn write_cells(shared: NonNull<Shared>, len: u32) {
         unsafe {
             shared
                 .as_ptr()
-                .cast::<AtomicUsize>()
+                .cast::<AtomicU64>()
                 .sub(word + 1)
-                .write(AtomicUsize::new(0));
+                .write(AtomicU64::new(ONE));
         }
     }
 }
@@ -219,28 +248,23 @@ unsafe fn free(shared: *mut Shared) {
     unsafe { std::alloc::dealloc(shared.byte_sub(header).cast(), layout) };
 }
 
-/// Flags the branch of the cell `data` points at, and says whether the gather's task is to be
-/// woken: not when a wake since its last poll did.
+/// Says whether the gather's task is to be woken after a branch's flag was set, the first of
+/// its word since the gather took the word's flags: not when a wake since its last poll did.
 ///
 /// Every access to the flags and to `notified`, here and in the gather's pass, is `SeqCst`:
 /// a pass clears `notified` and then reads the flags, a wake sets its flag and then reads
 /// `notified`. In the one order of all four, either the pass reads the flag after it was set
 /// (and polls the branch), or the wake reads `notified` after the pass cleared it (and wakes
 /// the gather's task again). With weaker orders both could read the old values (a store may
-/// pass a later load, even on x86), and the wake would be lost.
+/// pass a later load, even on x86), and the wake would be lost. The flag is set by a
+/// read-modify-write, never skipped after a plain load, so that the pass that takes it also
+/// sees what the waker did before the wake.
 ///
-/// # Safety
-///
-/// As for [`header`]; `shared` must be that cell's header.
+/// A wake that finds a flag of its word already set reads no `notified`: the wake that set the
+/// first of them does, after it, and no pass took the word's flags between the two (a pass
+/// takes them all at once), so the pass that takes the first flag takes this one too.
 #[inline(always)]
-unsafe fn flag(data: *const (), shared: *const Shared) -> bool {
-    // SAFETY: the caller guarantees both are live; the cell's index is below its allocation's
-    // count of cells.
-    let (index, flags, shared) = unsafe {
-        let index = (*data.cast::<Cell>()).index as usize;
-        (index, flags(shared, index), &*shared)
-    };
-    flags.fetch_or(1 << (index % FLAGS), Ordering::SeqCst);
+fn notify(shared: &Shared) -> bool {
     let notified = &shared.notified;
     // A plain load first: after the first wake since the gather's last poll, the others need
     // not touch the flag.
@@ -265,55 +289,94 @@ fn wake_parent(shared: &Shared) {
 }
 
 unsafe fn clone(data: *const ()) -> RawWaker {
-    // SAFETY: `data` comes from a waker of ours, which holds a count of the allocation (or is
-    // lent by the `Wakers`, which does), so it is live; the new waker takes the count added
-    // here.
-    unsafe { acquire(header(data)) };
+    // SAFETY: `data` comes from a waker of ours, which holds a count of its word (or is lent
+    // by the `Wakers`, which holds one in every word), so the allocation is live and the count
+    // is not none; the new waker takes the count added here.
+    unsafe {
+        let (index, shared) = locate(data);
+        let old = word_of(shared, index).fetch_add(ONE, Ordering::Relaxed);
+        // As `Arc` does: a count this high means wakers were leaked by the billion; stop
+        // rather than let the count wrap around to a free.
+        if old >= 1 << 63 {
+            std::process::abort();
+        }
+    }
     RawWaker::new(data, &VTABLE)
 }
 
 unsafe fn wake(data: *const ()) {
-    // SAFETY: `data` comes from a live waker of ours, whose count keeps the allocation live
-    // until it is given back, once, after the flag is set (and the gather's task woken).
+    // SAFETY: `data` comes from a live waker of ours, whose count keeps its word's count of the
+    // header, and so the allocation, live until the word's count is given back, after the flag
+    // is set (and the gather's task woken).
     unsafe {
-        let shared = header(data);
-        if flag(data, shared) {
-            wake_parent_and_release(shared);
-        } else {
-            release(shared);
+        let (index, shared) = locate(data);
+        let word = word_of(shared, index);
+        let bit = 1 << (index % FLAGS);
+        // The flag set and, unless this is the first of its word, the waker's count given back,
+        // in one operation. `SeqCst` for the flag (see `notify`); it is also the release and
+        // acquire a count given back needs.
+        let old = match word.fetch_update(Ordering::SeqCst, Ordering::Relaxed, |old| {
+            Some(if old & MASK == 0 {
+                old | bit
+            } else {
+                (old | bit) - ONE
+            })
+        }) {
+            Ok(old) | Err(old) => old,
+        };
+        if old & MASK == 0 {
+            first_wake(data);
+        } else if old < 2 * ONE {
+            // The count given back was the word's last: the gather is gone.
+            release_word(shared);
         }
     }
 }
 
-/// [`wake_parent`], then gives back the waker's count: out of line with it, so that the
-/// common path of a wake by value keeps nothing across a call.
+/// The first wake by value of a word since the gather took its flags: wakes the gather's task
+/// if no wake since its last poll did, then gives back the waker's count, which kept the
+/// header live until then. Out of line, so that the common path keeps nothing across a call.
 ///
 /// # Safety
 ///
-/// As for [`release`].
-#[cold]
+/// `data` must come from a live waker of ours whose count the caller gives back.
 #[inline(never)]
-unsafe fn wake_parent_and_release(shared: *const Shared) {
-    // SAFETY: the caller's count keeps the header live until it is given back, after.
+unsafe fn first_wake(data: *const ()) {
+    // SAFETY: the waker's count keeps the allocation live until it is given back, after.
     unsafe {
-        wake_parent(&*shared);
-        release(shared);
+        let (index, shared) = locate(data);
+        let word = word_of(shared, index);
+        if notify(&*shared) {
+            wake_parent(&*shared);
+        }
+        if word.fetch_sub(ONE, Ordering::Release) < 2 * ONE {
+            release_word(shared);
+        }
     }
 }
 
 unsafe fn wake_by_ref(data: *const ()) {
     // SAFETY: `data` comes from a live waker of ours, whose count keeps the allocation live.
     unsafe {
-        let shared = header(data);
-        if flag(data, shared) {
+        let (index, shared) = locate(data);
+        // `SeqCst`: see `notify`, which only the first wake of the word since the gather took
+        // its flags asks.
+        let old = word_of(shared, index).fetch_or(1 << (index % FLAGS), Ordering::SeqCst);
+        if old & MASK == 0 && notify(&*shared) {
             wake_parent(&*shared);
         }
     }
 }
 
 unsafe fn drop_waker(data: *const ()) {
-    // SAFETY: this waker holds one count of the live allocation, given back here.
-    unsafe { release(header(data)) };
+    // SAFETY: this waker holds one count of its word, given back here, and with the word's
+    // last (once the gather is gone), the word's count of the header.
+    unsafe {
+        let (index, shared) = locate(data);
+        if word_of(shared, index).fetch_sub(ONE, Ordering::Release) < 2 * ONE {
+            release_word(shared);
+        }
+    }
 }
 
 impl Wakers {
@@ -341,12 +404,12 @@ impl Wakers {
         };
         // SAFETY: the header starts `header` bytes into the allocation.
         let shared = unsafe { start.byte_add(header).cast::<Shared>() };
-        // SAFETY: the allocation is fresh, with room and alignment for the words of flags
-        // before the header, the header, and `len` cells after it; each is written once, in
-        // place.
+        // SAFETY: the allocation is fresh, with room and alignment for the words before the
+        // header, the header, and `len` cells after it; each is written once, in place.
         unsafe {
             shared.write(Shared {
-                refs: AtomicUsize::new(1),
+                // Every word holds the allocation, with the gather's count in it.
+                refs: AtomicUsize::new(words(len as usize)),
                 notified: AtomicBool::new(false),
                 len,
                 parent: Mutex::new(None),
@@ -362,7 +425,7 @@ impl Wakers {
     /// The header.
     #[inline(always)]
     fn shared(&self) -> &Shared {
-        // SAFETY: this holds a count of the allocation, which keeps it live while borrowed.
+        // SAFETY: this holds counts of the allocation, which keep it live while borrowed.
         unsafe { self.shared.as_ref() }
     }
 
@@ -389,7 +452,7 @@ impl Wakers {
         let Shared {
             parent, notified, ..
         } = self.shared();
-        // `SeqCst`, before the pass reads any flag: see `flag`.
+        // `SeqCst`, before the pass reads any flag: see `notify`.
         notified.store(false, Ordering::SeqCst);
         if self.parent.as_ref().is_some_and(|p| p.will_wake(waker)) {
             return;
@@ -408,14 +471,19 @@ impl Wakers {
         }
         // SAFETY: `index` is below the allocation's count of cells, checked above, and the
         // allocation is live while this is borrowed.
-        let flags = unsafe { flags(self.shared.as_ptr(), index) };
-        // A plain load first: most words have no wake, and a swap costs much more. `SeqCst`,
-        // after the pass cleared `notified`: see `flag`.
-        if flags.load(Ordering::SeqCst) == 0 {
-            0
-        } else {
-            flags.swap(0, Ordering::SeqCst)
+        let word = unsafe { word_of(self.shared.as_ptr(), index) };
+        // A plain load first: most words have no wake, and a read-modify-write costs much more.
+        // `SeqCst`, after the pass cleared `notified`: see `notify`.
+        if word.load(Ordering::SeqCst) & MASK == 0 {
+            return 0;
         }
+        // Every flag at once, those set since the load too: a wake that found a flag set
+        // counts on the pass that takes it (see `notify`). The count stays.
+        let old =
+            match word.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |old| Some(old & !MASK)) {
+                Ok(old) | Err(old) => old,
+            };
+        (old & MASK) as usize
     }
 
     /// Runs `f` with the waker of branch `branch`, without touching the reference count: the
@@ -452,18 +520,39 @@ impl Wakers {
     fn refs(&self) -> usize {
         self.shared().refs.load(Ordering::SeqCst)
     }
+
+    /// How many wakers of the branches of word `word` are alive, for the tests: the word's
+    /// count, but the gather's.
+    #[cfg(test)]
+    fn alive(&self, word: usize) -> u64 {
+        // SAFETY: the tests ask only for words of the allocation, which is live while this is
+        // borrowed.
+        (unsafe { word_of(self.shared.as_ptr(), word * FLAGS) }.load(Ordering::SeqCst) >> FLAGS) - 1
+    }
 }
 
 impl Drop for Wakers {
     fn drop(&mut self) {
-        // The last owner: no branch kept a waker, so the allocation may serve the thread's
-        // next gather. The load synchronizes with the releases of the wakers that were dropped,
-        // so that their uses happen before the reuse.
-        if self.shared().refs.load(Ordering::Acquire) == 1 && self.shared().len <= SPARE_MAX {
+        let words = words(self.shared().len as usize);
+        // SAFETY: word `word` of the live allocation, for each word it has.
+        let word = |word: usize| unsafe { word_of(self.shared.as_ptr(), word * FLAGS) };
+        // No word counts more than the gather's: no branch kept a waker, and none is in the
+        // middle of a wake (a wake keeps its count while it reaches the header), so the
+        // allocation may serve the thread's next gather, counts as they are. The loads
+        // synchronize with the release of each count given back, so that the uses of every
+        // waker happen before the reuse.
+        if self.shared().len <= SPARE_MAX
+            && (0..words).all(|w| word(w).load(Ordering::Acquire) >> FLAGS == 1)
+        {
             Spare::keep(self.shared);
-        } else {
-            // SAFETY: this holds one count of the live allocation, given back once, here.
-            unsafe { release(self.shared.as_ptr()) };
+            return;
+        }
+        for w in 0..words {
+            if word(w).fetch_sub(ONE, Ordering::Release) < 2 * ONE {
+                // SAFETY: the gather's count was the word's last: its count of the header is
+                // given back, once, here.
+                unsafe { release_word(self.shared.as_ptr()) };
+            }
         }
     }
 }
@@ -482,11 +571,11 @@ thread_local! {
 
 impl Spare {
     /// The thread's spare allocation, if it has at least `len` cells, made ready for a new
-    /// gather: no branch flagged, the gather's task not woken. Its count is the caller's.
+    /// gather: no branch flagged, the gather's task not woken. Its counts are the caller's.
     fn take(len: u32) -> Option<NonNull<Shared>> {
         let shared = SPARE.try_with(|spare| spare.0.take()).ok().flatten()?;
-        // SAFETY: a spare is live, and its one count is now the caller's: no one else reaches
-        // it (a spare has no waker out, and no owner but the thread's `SPARE`).
+        // SAFETY: a spare is live, and its counts are now the caller's: no one else reaches it
+        // (a spare has no waker out, and no owner but the thread's `SPARE`).
         let header = unsafe { &*shared.as_ptr() };
         if header.len < len {
             // SAFETY: as above; freed once, here.
@@ -495,19 +584,20 @@ impl Spare {
         }
         header.notified.store(false, Ordering::Relaxed);
         // Every word of the allocation, not only the first `len` branches': a branch past
-        // them has no waker in this gather, but one may have been woken in an earlier one.
+        // them has no waker in this gather, but one may have been woken in an earlier one. Each
+        // keeps the one count, the gather's, that it had when the allocation became the spare.
         for word in 0..words(header.len as usize) {
             // SAFETY: as above; word `word` is in the allocation, before the header.
-            unsafe { flags(shared.as_ptr(), word * FLAGS) }.store(0, Ordering::Relaxed);
+            unsafe { word_of(shared.as_ptr(), word * FLAGS) }.store(ONE, Ordering::Relaxed);
         }
         Some(shared)
     }
 
-    /// Keeps `shared`, whose one count the caller gives up, as the thread's spare (the larger
+    /// Keeps `shared`, whose only counts the caller gives up, as the thread's spare (the larger
     /// of it and the spare there was, the other freed), without the gather's waker, which it
     /// must not keep alive.
     fn keep(shared: NonNull<Shared>) {
-        // SAFETY: the caller holds the one count, so no one else reaches the allocation.
+        // SAFETY: the caller holds the only counts, so no one else reaches the allocation.
         let parent = unsafe { &mut (*shared.as_ptr()).parent };
         let parent = parent
             .get_mut()
@@ -593,7 +683,8 @@ mod tests {
         let wakers = Wakers::new::<2>();
         let kept = wakers.with_waker(0, Waker::clone);
         let kept_too = kept.clone();
-        assert_eq!(wakers.refs(), 3);
+        assert_eq!(wakers.alive(0), 2, "each clone counts in its word");
+        assert_eq!(wakers.refs(), 1, "the one word holds the allocation");
         drop(wakers);
         // The cells outlive the gather while wakers are kept; wakes still work.
         kept.wake_by_ref();
@@ -637,6 +728,125 @@ mod tests {
             2,
             "the cells' parent waker is gone"
         );
+    }
+
+    #[test]
+    fn the_words_hold_the_allocation_until_their_last_waker_is_gone() {
+        let wakers = Wakers::new::<{ 2 * FLAGS }>();
+        assert_eq!(wakers.refs(), 2, "each word holds the allocation");
+        let first = wakers.with_waker(0, Waker::clone);
+        let second = wakers.with_waker(1, Waker::clone);
+        let far = wakers.with_waker(FLAGS + 3, Waker::clone);
+        assert_eq!((wakers.alive(0), wakers.alive(1)), (2, 1));
+        assert_eq!(
+            wakers.refs(),
+            2,
+            "while the gather runs, clones touch only their word"
+        );
+        drop(far);
+        assert_eq!(
+            (wakers.alive(1), wakers.refs()),
+            (0, 2),
+            "the gather holds the word"
+        );
+        let shared = wakers.shared;
+        // SAFETY: read only while a word holds the allocation.
+        let refs = || unsafe { shared.as_ref() }.refs.load(Ordering::SeqCst);
+        // Wakers are out: no spare. The gather's count was the far word's last, and the far
+        // word gives back its count of the allocation; the near one keeps it.
+        drop(wakers);
+        assert_eq!(refs(), 1);
+        drop(second);
+        assert_eq!(refs(), 1);
+        first.wake(); // the last count: frees the allocation (valgrind checks nothing leaks)
+    }
+
+    #[test]
+    fn a_wake_by_value_of_a_flagged_branch_gives_back_only_its_count() {
+        let mut wakers = Wakers::new::<3>();
+        let (count, waker) = parent();
+        wakers.set_parent(&waker);
+        let kept = wakers.with_waker(2, Waker::clone);
+        let kept_too = kept.clone();
+        kept.wake_by_ref();
+        kept.wake(); // already flagged: the flag stays, one count goes
+        assert_eq!(wakers.alive(0), 1);
+        assert_eq!(wakers.woken(), [2]);
+        assert_eq!(
+            count.0.load(Ordering::SeqCst),
+            1,
+            "one wake of the gather's task"
+        );
+        drop(wakers);
+        kept_too.wake_by_ref(); // the first since the flags were taken
+        // Flagged already, and the word's last count: gives back the word's count of the
+        // allocation, which frees it (valgrind checks nothing leaks).
+        kept_too.wake();
+        assert_eq!(
+            count.0.load(Ordering::SeqCst),
+            1,
+            "no poll of the gather came between the wakes"
+        );
+    }
+
+    #[test]
+    fn taking_the_flags_leaves_the_count_of_wakers() {
+        let wakers = Wakers::new::<{ FLAGS }>();
+        let kept: Vec<Waker> = [0, 5, FLAGS - 1]
+            .into_iter()
+            .map(|branch| wakers.with_waker(branch, Waker::clone))
+            .collect();
+        for waker in &kept {
+            waker.wake_by_ref();
+        }
+        assert_eq!(wakers.woken(), [0, 5, FLAGS - 1]);
+        assert_eq!(wakers.alive(0), 3);
+        drop(kept);
+        assert_eq!(wakers.alive(0), 0);
+    }
+
+    #[test]
+    fn clones_wakes_and_drops_from_threads_keep_each_word_counted() {
+        let mut wakers = Wakers::new::<{ 2 * FLAGS }>();
+        let (_count, waker) = parent();
+        wakers.set_parent(&waker);
+        let mut seen = [false; 2 * FLAGS];
+        std::thread::scope(|s| {
+            for branch in [0, 1, 2, FLAGS - 1, FLAGS, 2 * FLAGS - 1] {
+                let waker = wakers.with_waker(branch, Waker::clone);
+                s.spawn(move || {
+                    for round in 0..200 {
+                        let copy = waker.clone();
+                        match round % 3 {
+                            0 => copy.wake(),
+                            1 => {
+                                copy.wake_by_ref();
+                                drop(copy);
+                            }
+                            _ => drop(copy),
+                        }
+                    }
+                    waker.wake();
+                });
+            }
+            // The gather's passes take the flags while the wakes come.
+            for _ in 0..200 {
+                for branch in wakers.woken() {
+                    seen[branch] = true;
+                }
+            }
+        });
+        for branch in wakers.woken() {
+            seen[branch] = true;
+        }
+        let woken: Vec<usize> = (0..2 * FLAGS).filter(|&branch| seen[branch]).collect();
+        assert_eq!(woken, [0, 1, 2, FLAGS - 1, FLAGS, 2 * FLAGS - 1]);
+        assert_eq!(
+            (wakers.alive(0), wakers.alive(1)),
+            (0, 0),
+            "every count was given back"
+        );
+        assert_eq!(wakers.refs(), 2);
     }
 
     #[test]
