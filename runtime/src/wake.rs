@@ -24,10 +24,10 @@
 //! The counts are kept by hand rather than by an `Arc`, so that a waker reaches its word with a
 //! plain pointer (an `Arc` of a slice needs the length beside the pointer on every clone, wake
 //! and drop). A word is an `AtomicU64`, on every target: the crate needs 64-bit atomics, which
-//! all of Rust's tier-1 targets have. The cells need no drop, so the allocation is made and freed without a loop over
-//! them. A gather that ends with no waker of its branches left keeps its allocation as the
-//! thread's spare, which the next gather on the thread takes if it has room: gathers run one
-//! after another allocate once.
+//! all of Rust's tier-1 targets have. The cells need no drop, so the allocation is made and
+//! freed without a loop over them. A gather that ends with no waker of its branches left keeps
+//! its allocation as the thread's spare, which the next gather on the thread takes if it has
+//! room: gathers run one after another allocate once.
 //!
 //! The dynamic form's slots, whose futures are pinned in chunks with their wakers, are in the
 //! part [`chunks`], for the same reason: it is the rest of the crate's `unsafe`.
