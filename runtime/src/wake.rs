@@ -6,10 +6,10 @@
 //! allocation per branch; the design allows one per gather. So the wakers of a gather share one
 //! allocation: a [`Shared`] header (a reference count, the gather's own waker, the count of
 //! cells), then one small cell per branch, and a branch's `RawWaker` points at its cell. A cell
-//! holds its index, which finds the header. Before the header, one word per [`FLAGS`] branches
-//! holds two halves: the flags that say which of its branches were woken, and a count of the
-//! wakers of its branches. A pass of the gather takes a word's flags at once, and a branch that
-//! was not woken costs it one bit test.
+//! holds its index, which finds the header, and how far back its word is. Before the header,
+//! one word per [`FLAGS`] branches holds two halves: the flags that say which of its branches
+//! were woken, and a count of the wakers of its branches. A pass of the gather takes a word's
+//! flags at once, and a branch that was not woken costs it one bit test.
 //!
 //! The counts are kept so that each clone, wake and drop of a waker is one atomic operation on
 //! its word, as many as `tokio::join!` spends on its one waker:
@@ -63,6 +63,9 @@ struct Shared {
 struct Cell {
     /// The branch's index, which is the cell's position.
     index: u32,
+    /// How many bytes before the cell the branch's word is, so that a waker reaches it without
+    /// reckoning.
+    back: u32,
 }
 
 /// How many branches one word holds. Word `w` holds branches `w * FLAGS` to
@@ -99,7 +102,7 @@ fn words(len: usize) -> usize {
 }
 
 /// The layout of an allocation with `len` cells, and where its header starts, in bytes: after
-/// the words.
+/// the words. Its size fits a `u32`.
 fn layout(len: usize) -> (Layout, usize) {
     let Ok(flags) = Layout::array::<AtomicU64>(words(len)) else {
         panic!("gather!: too many branches")
@@ -112,7 +115,10 @@ fn layout(len: usize) -> (Layout, usize) {
             debug_assert_eq!(cells, header + CELLS);
             Ok((layout, header))
         })
-        .unwrap_or_else(|_| panic!("gather!: too many branches"))
+        .ok()
+        // A cell's distance back to its word is kept in a `u32`.
+        .filter(|(layout, _)| u32::try_from(layout.size()).is_ok())
+        .unwrap_or_else(|| panic!("gather!: too many branches"))
 }
 
 /// The word that holds branch `index`'s flag and counts its wakers.
@@ -171,6 +177,22 @@ unsafe fn locate(data: *const ()) -> (usize, *const Shared) {
     (index, shared)
 }
 
+/// The word of the branch whose cell `data` points at, and the branch's bit in it, reached
+/// without the header.
+///
+/// # Safety
+///
+/// As for [`locate`].
+#[inline(always)]
+unsafe fn word_and_bit<'a>(data: *const ()) -> (&'a AtomicU64, u64) {
+    // SAFETY: the caller guarantees `data` points at a live cell.
+    let cell = unsafe { &*data.cast::<Cell>() };
+    // SAFETY: the cell's word is `back` bytes before it, in the same allocation, as
+    // `write_cells` wrote it.
+    let word = unsafe { &*data.byte_sub(cell.back as usize).cast::<AtomicU64>() };
+    (word, 1 << (cell.index as usize % FLAGS))
+}
+
 /// Gives back one count of the allocation, and frees it if that was the last.
 ///
 /// # Safety
@@ -215,8 +237,12 @@ unsafe fn write_cells(shared: NonNull<Shared>, len: u32) {
     // SAFETY: the caller guarantees room for `len` cells after the header.
     let cells = unsafe { shared.as_ptr().byte_add(CELLS).cast::<Cell>() };
     for index in 0..len {
+        let at = index as usize;
+        // In bounds of `u32`: the allocation's size is (see `layout`).
+        let back =
+            (CELLS + at * size_of::<Cell>() + (at / FLAGS + 1) * size_of::<AtomicU64>()) as u32;
         // SAFETY: cell `index` is in the allocation; no one else reaches it.
-        unsafe { cells.add(index as usize).write(Cell { index }) };
+        unsafe { cells.add(at).write(Cell { index, back }) };
     }
     for word in 0..words(len as usize) {
         // SAFETY: word `word` is in the allocation, before the header; no one else reaches it.
@@ -293,8 +319,8 @@ unsafe fn clone(data: *const ()) -> RawWaker {
     // by the `Wakers`, which holds one in every word), so the allocation is live and the count
     // is not none; the new waker takes the count added here.
     unsafe {
-        let (index, shared) = locate(data);
-        let old = word_of(shared, index).fetch_add(ONE, Ordering::Relaxed);
+        let (word, _) = word_and_bit(data);
+        let old = word.fetch_add(ONE, Ordering::Relaxed);
         // As `Arc` does: a count this high means wakers were leaked by the billion; stop
         // rather than let the count wrap around to a free.
         if old >= 1 << 63 {
@@ -309,9 +335,7 @@ unsafe fn wake(data: *const ()) {
     // header, and so the allocation, live until the word's count is given back, after the flag
     // is set (and the gather's task woken).
     unsafe {
-        let (index, shared) = locate(data);
-        let word = word_of(shared, index);
-        let bit = 1 << (index % FLAGS);
+        let (word, bit) = word_and_bit(data);
         // The flag set and, unless this is the first of its word, the waker's count given back,
         // in one operation. `SeqCst` for the flag (see `notify`); it is also the release and
         // acquire a count given back needs.
@@ -328,7 +352,7 @@ unsafe fn wake(data: *const ()) {
             first_wake(data);
         } else if old < 2 * ONE {
             // The count given back was the word's last: the gather is gone.
-            release_word(shared);
+            release_word(locate(data).1);
         }
     }
 }
@@ -344,8 +368,8 @@ unsafe fn wake(data: *const ()) {
 unsafe fn first_wake(data: *const ()) {
     // SAFETY: the waker's count keeps the allocation live until it is given back, after.
     unsafe {
-        let (index, shared) = locate(data);
-        let word = word_of(shared, index);
+        let (_, shared) = locate(data);
+        let (word, _) = word_and_bit(data);
         if notify(&*shared) {
             wake_parent(&*shared);
         }
@@ -358,12 +382,14 @@ unsafe fn first_wake(data: *const ()) {
 unsafe fn wake_by_ref(data: *const ()) {
     // SAFETY: `data` comes from a live waker of ours, whose count keeps the allocation live.
     unsafe {
-        let (index, shared) = locate(data);
+        let (word, bit) = word_and_bit(data);
         // `SeqCst`: see `notify`, which only the first wake of the word since the gather took
         // its flags asks.
-        let old = word_of(shared, index).fetch_or(1 << (index % FLAGS), Ordering::SeqCst);
-        if old & MASK == 0 && notify(&*shared) {
-            wake_parent(&*shared);
+        if word.fetch_or(bit, Ordering::SeqCst) & MASK == 0 {
+            let (_, shared) = locate(data);
+            if notify(&*shared) {
+                wake_parent(&*shared);
+            }
         }
     }
 }
@@ -372,9 +398,9 @@ unsafe fn drop_waker(data: *const ()) {
     // SAFETY: this waker holds one count of its word, given back here, and with the word's
     // last (once the gather is gone), the word's count of the header.
     unsafe {
-        let (index, shared) = locate(data);
-        if word_of(shared, index).fetch_sub(ONE, Ordering::Release) < 2 * ONE {
-            release_word(shared);
+        let (word, _) = word_and_bit(data);
+        if word.fetch_sub(ONE, Ordering::Release) < 2 * ONE {
+            release_word(locate(data).1);
         }
     }
 }
