@@ -876,6 +876,13 @@ mod tests {
     }
 
     #[test]
+    #[should_panic(expected = "too many branches")]
+    fn an_allocation_whose_size_is_past_a_u32_is_refused() {
+        // A cell keeps its distance back to its word in a `u32`: refused before allocating.
+        layout(1 << 30);
+    }
+
+    #[test]
     fn a_lent_waker_takes_no_count() {
         let wakers = Wakers::new::<1>();
         wakers.with_waker(0, |waker| {
