@@ -2,6 +2,12 @@
 //! a `Vec` of `JoinHandle`s, at 10, 1000 and 10000 tasks, on a current-thread runtime and on a
 //! runtime with two workers.
 //!
+//! On two workers at 10 tasks, a run takes tens of microseconds, most of it threads waking,
+//! and criterion's medians, measured one contender after the other, swing from run to run (the
+//! same code measured 0.56 and 1.49 of `JoinSet` in two runs). Those rows are also measured in
+//! paired rounds: `gather!` and `JoinSet` take turns, 200 runs each, forty times, and the median
+//! of the forty ratios is kept, in `target/criterion/paired/`, for `benches/ratios.py`.
+//!
 //! `cargo bench --bench spawn`; `benches/RESULTS.md` has the ratios.
 
 use core::future::{Future, poll_fn};
@@ -238,21 +244,79 @@ fn bench_runtime(c: &mut Criterion, label: &str, rt: &Runtime) {
     }
 }
 
+fn two_workers() -> Runtime {
+    Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .expect("a runtime with two workers")
+}
+
 fn spawn(c: &mut Criterion) {
     let current = Builder::new_current_thread()
         .build()
         .expect("a current-thread runtime");
     bench_runtime(c, "spawn-current", &current);
-    let workers = Builder::new_multi_thread()
-        .worker_threads(2)
-        .build()
-        .expect("a runtime with two workers");
-    bench_runtime(c, "spawn-2workers", &workers);
+    bench_runtime(c, "spawn-2workers", &two_workers());
+}
+
+/// Rounds of paired runs at one row, and runs per contender in a round.
+const ROUNDS: usize = 40;
+const RUNS: usize = 200;
+
+/// The rows of two workers at 10 tasks in paired rounds (see the top of this file): prints the
+/// median of the rounds' ratios of `gather!` to `JoinSet`, with the 10th and 90th percentiles,
+/// and writes them to `target/criterion/paired/` for `benches/ratios.py`.
+fn paired(_: &mut Criterion) {
+    let rt = two_workers();
+    let n = 10;
+    let board = Board::new(n);
+    let b = &board;
+    let dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| "target".into(), std::path::PathBuf::from)
+        .join("criterion/paired");
+    std::fs::create_dir_all(&dir).expect("the directory of paired results");
+    for workload in [Workload::Ready, Workload::AllWoken, Workload::Fail(0)] {
+        let plan = Plan::new(workload, n);
+        let time = |runs: &dyn Fn() -> u64| {
+            let start = std::time::Instant::now();
+            for _ in 0..RUNS {
+                assert_eq!(runs(), plan.expected);
+            }
+            start.elapsed().as_secs_f64()
+        };
+        let gather = || {
+            rt.block_on(drive(b, &plan, || async move {
+                digest(gather!(spawn; for i in 0..n => leaf(b, i)).map_err(into_index))
+            }))
+        };
+        let join_set = || rt.block_on(drive(b, &plan, || join_set(b, n)));
+        // One round of each first, unmeasured, to warm both.
+        time(&gather);
+        time(&join_set);
+        let mut ratios: Vec<f64> = (0..ROUNDS)
+            .map(|_| time(&gather) / time(&join_set))
+            .collect();
+        ratios.sort_by(f64::total_cmp);
+        let (median, low, high) = (
+            ratios[ROUNDS / 2],
+            ratios[ROUNDS / 10],
+            ratios[ROUNDS * 9 / 10],
+        );
+        let row = format!("2workers {}", workload.name(n));
+        println!(
+            "paired {row} at {n}: gather-spawn / JoinSet median {median:.2} (10th {low:.2}, 90th {high:.2})"
+        );
+        let json = format!(
+            "{{\"row\": \"{row}\", \"n\": {n}, \"median\": {median}, \"p10\": {low}, \"p90\": {high}, \"rounds\": {ROUNDS}, \"runs\": {RUNS}}}\n"
+        );
+        let file = dir.join(format!("spawn-2workers-{}-{n}.json", workload.name(n)));
+        std::fs::write(file, json).expect("a paired result written");
+    }
 }
 
 criterion_group! {
     name = benches;
     config = common::config();
-    targets = spawn
+    targets = spawn, paired
 }
 criterion_main!(benches);
