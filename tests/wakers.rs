@@ -815,3 +815,26 @@ fn fixed_wakers_kept_past_a_gather_never_wake_the_next_gathers_branches() {
     drop(fut);
     drop_scrambled(kept, 5);
 }
+
+/// Seventy ringing branches in one fixed gather: from 16 branches on, each has a waker of its
+/// own, and the flags of seventy fill three words, so that rings and spurious wakes from other
+/// threads land on both sides of each word, some while the gather takes the word's flags.
+async fn fixed_ringing_wide(bells: Vec<Arc<Bell>>, journal: Journal) {
+    let driver = Driver::start(&bells, &journal, 70, false);
+    let out = seventy!(settle; |i: usize| ringing(&journal, &bells[i], i));
+    driver.finish();
+    assert_eq!((out.0, out.33, out.69), (0, 33, 69));
+    assert!((0..70).all(|i| journal.finished(&i.to_string())));
+}
+
+#[test]
+fn fixed_wakes_from_other_threads_finish_every_branch_of_a_wide_gather_on_block_on() {
+    block_on(fixed_ringing_wide(bells(70), Journal::new()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fixed_wakes_from_other_threads_finish_every_branch_of_a_wide_gather_on_a_multi_thread_runtime()
+ {
+    let task = tokio::spawn(fixed_ringing_wide(bells(70), Journal::new()));
+    task.await.unwrap_or_else(|e| resume_unwind(e.into_panic()));
+}
