@@ -1,8 +1,11 @@
 //! One branch of a fixed-form gather, polled in place, and the record the branches share.
 //!
-//! The branch future is pinned in the caller's frame as an `Option<F>`: `Pin::as_pin_mut`
-//! projects to the future without `unsafe`, and `Pin::set(None)` drops it in place, which is
-//! how a cancelled branch stops the moment its gather decides so.
+//! The branch future is pinned in the caller's frame as an `Option<F>`, in one [`Place`] with
+//! what the gather keeps of it, in a tuple of slots that `gather!` pins as a whole: the
+//! projections to a slot and to its future are the wake module's (`wake::place`), the one
+//! home of the crate's `unsafe`. From there `Pin::as_pin_mut` reaches the future, and
+//! `Pin::set(None)` drops it in place, which is how a cancelled branch stops the moment its
+//! gather decides so.
 
 use core::convert::Infallible;
 use core::future::Future;
@@ -13,28 +16,39 @@ use core::task::{Context, Poll};
 use crate::error::{Branch, Error};
 use crate::guard::{Adopted, Reaper, Spawned};
 use crate::trace::{BranchSpan, GatherSpan, Outcome};
+use crate::wake::place::Place;
 use crate::wake::{FLAGS, Wakers};
 
-/// A branch's future, then what the gather keeps of its output. Built by `gather!` with a
-/// struct literal, so that the `pin!` inside it lives as long as the gather's block.
+/// One branch of a fixed-form gather: its future, then what the gather keeps of its output,
+/// in one [`Place`], which `gather!` pins in the caller's frame with the other slots of its
+/// tuple (see [`Fields`](crate::wake::place::Fields)), so that the slot needs no pointer to
+/// its future and its output is kept beside it.
 ///
 /// `O` is what is kept: the whole output under `settle` and `race`, the success value under
 /// `cancel`, `finish` and `race_ok` (an error goes to the [`Record`] the moment it is seen).
 /// `N` is the gather's branch count, which chooses how a branch is polled (see
 /// `OWN_WAKERS_FROM`). `LIMITED` says whether the gather has the `limit` option: without it,
 /// every branch starts with the gather, and nothing needs to check whether one has.
-#[must_use = "a gather branch does nothing unless polled"]
-pub struct Slot<'a, F, O, const N: usize, const LIMITED: bool> {
-    /// The branch future while it runs; `None` once it has finished or been cancelled.
-    pub fut: Pin<&'a mut Option<F>>,
+pub type Slot<F, O, const N: usize, const LIMITED: bool> = Place<F, Kept<O, N, LIMITED>>;
+
+/// What a [`Slot`] keeps beside its future, not pinned.
+pub struct Kept<O, const N: usize, const LIMITED: bool> {
     /// What the gather keeps of the branch's output, until it takes it.
-    pub out: Option<O>,
+    out: Option<O>,
     /// The branch's span under the `tracing` feature; nothing without it.
-    pub trace: BranchSpan,
+    trace: BranchSpan,
     /// From `OWN_WAKERS_FROM` branches on, how a pass treats the branch, told by one byte
     /// beside the others, without reaching for the future (below, the future is at hand
     /// anyway, and this stays [`Stage::Polled`]).
-    pub stage: Stage,
+    stage: Stage,
+}
+
+/// A slot as its poll uses it: the future, pinned, and what is kept beside it.
+#[must_use = "a gather branch does nothing unless polled"]
+struct View<'a, F, O, const N: usize, const LIMITED: bool> {
+    /// The branch future while it runs; `None` once it has finished or been cancelled.
+    fut: Pin<&'a mut Option<F>>,
+    kept: &'a mut Kept<O, N, LIMITED>,
 }
 
 /// How a pass of a gather of `OWN_WAKERS_FROM` branches or more treats a branch.
@@ -51,7 +65,7 @@ pub enum Stage {
 
 /// Tells at the call site, by its static type, whether a branch future is itself a guard of a
 /// task (an adopted `JoinHandle`, or a spawned branch), whose task is then known as this
-/// branch's when the gather cancels it: `(&Probe::of(&slot.fut)).guarded()` picks
+/// branch's when the gather cancels it: `(&Probe::of(&slot)).guarded()` picks
 /// [`ProbeGuarded`] for [`Adopted`] and [`Spawned`] (no autoref needed) and [`ProbeAny`] for
 /// any other future (one autoref).
 pub struct Probe<F>(PhantomData<F>);
@@ -65,7 +79,7 @@ impl<F> core::fmt::Debug for Probe<F> {
 impl<F> Probe<F> {
     /// The probe of a slot's future.
     #[inline]
-    pub fn of(_fut: &Pin<&mut Option<F>>) -> Self {
+    pub fn of<S>(_slot: &Pin<&mut Place<F, S>>) -> Self {
         Probe(PhantomData)
     }
 }
@@ -95,9 +109,9 @@ pub trait ProbeAny {
 
 impl<F> ProbeAny for &Probe<F> {}
 
-impl<F, O, const N: usize, const LIMITED: bool> core::fmt::Debug for Slot<'_, F, O, N, LIMITED> {
+impl<F, O, const N: usize, const LIMITED: bool> core::fmt::Debug for Slot<F, O, N, LIMITED> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        let state = match (self.fut.is_some(), self.out.is_some()) {
+        let state = match (self.is_running(), self.rest().out.is_some()) {
             (true, _) => "running",
             (false, true) => "finished",
             (false, false) => "ended",
@@ -349,7 +363,27 @@ pub fn timed_out<E>(pending: Vec<Branch>) -> Error<E> {
     Error::TimedOut { pending }
 }
 
-impl<F, O, const N: usize, const LIMITED: bool> Slot<'_, F, O, N, LIMITED> {
+impl<F, O, const N: usize, const LIMITED: bool> Slot<F, O, N, LIMITED> {
+    /// The slot of a branch future, before `gather!` pins it with the others of its tuple.
+    #[inline(always)]
+    pub const fn new(fut: F) -> Self {
+        Place::with(
+            fut,
+            Kept {
+                out: None,
+                trace: BranchSpan::NONE,
+                stage: Stage::Polled,
+            },
+        )
+    }
+
+    /// The slot's future, pinned, and what is kept beside it.
+    #[inline(always)]
+    fn view(self: Pin<&mut Self>) -> View<'_, F, O, N, LIMITED> {
+        let (fut, kept) = self.project();
+        View { fut, kept }
+    }
+
     /// Whether the branch is not polled in this pass: it has finished or been cancelled, or it
     /// runs with a waker of its own that was not woken since its last poll (a wake polls only
     /// its own branch). Before a branch has one (at its first poll, which needs no
@@ -366,16 +400,18 @@ impl<F, O, const N: usize, const LIMITED: bool> Slot<'_, F, O, N, LIMITED> {
         }
         // Below `OWN_WAKERS_FROM` no branch has a waker of its own: not even a check.
         if N >= OWN_WAKERS_FROM {
-            match self.stage {
+            match self.rest().stage {
                 Stage::Polled => false,
                 Stage::Own => record.woken & (1 << (index % FLAGS)) == 0,
                 Stage::Finished => true,
             }
         } else {
-            self.fut.is_none()
+            !self.is_running()
         }
     }
+}
 
+impl<F, O, const N: usize, const LIMITED: bool> View<'_, F, O, N, LIMITED> {
     /// Polls the branch if it is running, or may start under `limit`. `Some(output)` the one
     /// time it finishes.
     #[inline(always)]
@@ -394,7 +430,8 @@ impl<F, O, const N: usize, const LIMITED: bool> Slot<'_, F, O, N, LIMITED> {
         if LIMITED && !record.admit(index) {
             return Poll::Pending;
         }
-        self.trace
+        self.kept
+            .trace
             .start(&record.trace, index, || record.names[index]);
         let wakers = if N >= OWN_WAKERS_FROM {
             record.wakers.as_ref()
@@ -403,13 +440,13 @@ impl<F, O, const N: usize, const LIMITED: bool> Slot<'_, F, O, N, LIMITED> {
         };
         let polled = match wakers {
             Some(wakers) => {
-                self.stage = Stage::Own;
-                let trace = &mut self.trace;
+                self.kept.stage = Stage::Own;
+                let trace = &mut self.kept.trace;
                 wakers.with_waker(index, |waker| {
                     trace.poll(|| fut.poll(&mut Context::from_waker(waker)))
                 })
             }
-            None => self.trace.poll(|| fut.poll(cx)),
+            None => self.kept.trace.poll(|| fut.poll(cx)),
         };
         match polled {
             // The caller drops the future, with `finished`, before or after it keeps the output.
@@ -434,14 +471,14 @@ impl<F, O, const N: usize, const LIMITED: bool> Slot<'_, F, O, N, LIMITED> {
             // In the shared poll, the marks come before the drop, so that only the future's
             // place is kept across it (measured: about 1 instruction less per branch at 100
             // branches all ready); inline, the drop first measured better.
-            self.stage = Stage::Finished;
+            self.kept.stage = Stage::Finished;
             record.running -= 1;
             self.fut.set(None);
         } else {
             self.fut.set(None);
             record.running -= 1;
         }
-        self.trace.end(outcome);
+        self.kept.trace.end(outcome);
     }
 
     /// `settle` and `race`: polls the branch; keeps its output once it finishes, and says so.
@@ -461,49 +498,13 @@ impl<F, O, const N: usize, const LIMITED: bool> Slot<'_, F, O, N, LIMITED> {
         // As in `poll_policy`: in the shared poll, the output is kept before the future is
         // dropped, so that nothing is kept across the drop.
         if N >= OWN_WAKERS_FROM {
-            self.out = Some(out);
+            self.kept.out = Some(out);
             self.finished(record, Outcome::Ok);
         } else {
             self.finished(record, Outcome::Ok);
-            self.out = Some(out);
+            self.kept.out = Some(out);
         }
         true
-    }
-
-    /// [`poll_output`](Self::poll_output) in a function of its own, which the branches of one
-    /// type share: see [`OWN_WAKERS_FROM`].
-    #[inline(never)]
-    fn poll_output_shared(
-        &mut self,
-        cx: &mut Context<'_>,
-        record: &mut Record<Infallible>,
-        index: usize,
-    ) -> bool
-    where
-        F: Future<Output = O>,
-    {
-        self.poll_output(cx, record, index)
-    }
-
-    /// `settle` and `race`: polls the branch unless it [skips](Self::skips) this pass; keeps
-    /// its output once it finishes, and says so.
-    #[inline(always)]
-    fn output(
-        &mut self,
-        cx: &mut Context<'_>,
-        record: &mut Record<Infallible>,
-        index: usize,
-    ) -> bool
-    where
-        F: Future<Output = O>,
-    {
-        if self.skips(record, index) {
-            false
-        } else if N >= OWN_WAKERS_FROM {
-            self.poll_output_shared(cx, record, index)
-        } else {
-            self.poll_output(cx, record, index)
-        }
     }
 
     /// `cancel`, `finish` and `race_ok` (`POLICY`): polls the branch, and once it finishes,
@@ -536,7 +537,7 @@ impl<F, O, const N: usize, const LIMITED: bool> Slot<'_, F, O, N, LIMITED> {
         }
         let stop = match out.into_result() {
             Ok(value) => {
-                self.out = Some(value);
+                self.kept.out = Some(value);
                 if POLICY == RACE_OK {
                     record.winner = Some(index);
                 }
@@ -556,13 +557,51 @@ impl<F, O, const N: usize, const LIMITED: bool> Slot<'_, F, O, N, LIMITED> {
         }
         stop
     }
+}
 
-    /// [`poll_policy`](Self::poll_policy) in a function of its own, which the branches of one
+impl<F, O, const N: usize, const LIMITED: bool> Slot<F, O, N, LIMITED> {
+    /// [`poll_output`](View::poll_output) in a function of its own, which the branches of one
+    /// type share: see [`OWN_WAKERS_FROM`].
+    #[inline(never)]
+    fn poll_output_shared(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        record: &mut Record<Infallible>,
+        index: usize,
+    ) -> bool
+    where
+        F: Future<Output = O>,
+    {
+        self.view().poll_output(cx, record, index)
+    }
+
+    /// `settle` and `race`: polls the branch unless it [skips](Self::skips) this pass; keeps
+    /// its output once it finishes, and says so.
+    #[inline(always)]
+    fn output(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        record: &mut Record<Infallible>,
+        index: usize,
+    ) -> bool
+    where
+        F: Future<Output = O>,
+    {
+        if self.skips(record, index) {
+            false
+        } else if N >= OWN_WAKERS_FROM {
+            self.poll_output_shared(cx, record, index)
+        } else {
+            self.view().poll_output(cx, record, index)
+        }
+    }
+
+    /// [`poll_policy`](View::poll_policy) in a function of its own, which the branches of one
     /// type share: see [`OWN_WAKERS_FROM`]. It records the outcome itself, so that the pass
     /// only tests what it returns.
     #[inline(never)]
     fn poll_policy_shared<E, const POLICY: u8>(
-        &mut self,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         record: &mut Record<E>,
         index: usize,
@@ -571,14 +610,14 @@ impl<F, O, const N: usize, const LIMITED: bool> Slot<'_, F, O, N, LIMITED> {
         F: Future,
         F::Output: BranchResult<Ok = O, Err = E>,
     {
-        self.poll_policy::<E, POLICY>(cx, record, index)
+        self.view().poll_policy::<E, POLICY>(cx, record, index)
     }
 
-    /// `cancel`, `finish` and `race_ok`: [`poll_policy`](Self::poll_policy) unless the branch
+    /// `cancel`, `finish` and `race_ok`: [`poll_policy`](View::poll_policy) unless the branch
     /// [skips](Self::skips) this pass.
     #[inline(always)]
     fn policy<E, const POLICY: u8>(
-        &mut self,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         record: &mut Record<E>,
         index: usize,
@@ -592,14 +631,14 @@ impl<F, O, const N: usize, const LIMITED: bool> Slot<'_, F, O, N, LIMITED> {
         } else if N >= OWN_WAKERS_FROM {
             self.poll_policy_shared::<E, POLICY>(cx, record, index)
         } else {
-            self.poll_policy::<E, POLICY>(cx, record, index)
+            self.view().poll_policy::<E, POLICY>(cx, record, index)
         }
     }
 
     /// `settle`: polls the branch and keeps its output.
     #[inline(always)]
     pub fn poll_settle(
-        &mut self,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         record: &mut Record<Infallible>,
         index: usize,
@@ -613,7 +652,7 @@ impl<F, O, const N: usize, const LIMITED: bool> Slot<'_, F, O, N, LIMITED> {
     /// no later branch is polled in this pass.
     #[inline(always)]
     pub fn poll_race(
-        &mut self,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         record: &mut Record<Infallible>,
         index: usize,
@@ -631,7 +670,12 @@ impl<F, O, const N: usize, const LIMITED: bool> Slot<'_, F, O, N, LIMITED> {
     /// `cancel`: polls the branch and keeps its success value. On an error, records it and
     /// returns `true`, so that no later branch is polled in this pass.
     #[inline(always)]
-    pub fn poll_cancel<E, P>(&mut self, cx: &mut Context<'_>, record: &mut P, index: usize) -> bool
+    pub fn poll_cancel<E, P>(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        record: &mut P,
+        index: usize,
+    ) -> bool
     where
         F: Future,
         F::Output: BranchResult<Ok = O, Err = E>,
@@ -642,8 +686,12 @@ impl<F, O, const N: usize, const LIMITED: bool> Slot<'_, F, O, N, LIMITED> {
 
     /// `finish`: polls the branch; keeps its success value, or records its error.
     #[inline(always)]
-    pub fn poll_finish<E, P>(&mut self, cx: &mut Context<'_>, record: &mut P, index: usize)
-    where
+    pub fn poll_finish<E, P>(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        record: &mut P,
+        index: usize,
+    ) where
         F: Future,
         F::Output: BranchResult<Ok = O, Err = E>,
         P: SameError<E>,
@@ -654,7 +702,12 @@ impl<F, O, const N: usize, const LIMITED: bool> Slot<'_, F, O, N, LIMITED> {
     /// `race_ok`: polls the branch; the first success wins, an error is recorded. Returns
     /// `true` when it won, so that no later branch is polled in this pass.
     #[inline(always)]
-    pub fn poll_race_ok<E, P>(&mut self, cx: &mut Context<'_>, record: &mut P, index: usize) -> bool
+    pub fn poll_race_ok<E, P>(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        record: &mut P,
+        index: usize,
+    ) -> bool
     where
         F: Future,
         F::Output: BranchResult<Ok = O, Err = E>,
@@ -669,7 +722,7 @@ impl<F, O, const N: usize, const LIMITED: bool> Slot<'_, F, O, N, LIMITED> {
     /// Called inside the gather's reaping scope.
     #[inline(always)]
     pub fn cancel<E>(
-        &mut self,
+        self: Pin<&mut Self>,
         index: usize,
         guarded: bool,
         name: &'static str,
@@ -695,23 +748,29 @@ impl<F, O, const N: usize, const LIMITED: bool> Slot<'_, F, O, N, LIMITED> {
     /// nothing. Called inside the gather's reaping scope: a task the future owned is awaited
     /// before the gather returns.
     #[inline(always)]
-    pub fn drop_future<E>(&mut self, index: usize, guarded: bool, record: &Record<E>) -> bool {
-        let Some(fut) = self.fut.as_mut().as_pin_mut() else {
+    pub fn drop_future<E>(
+        self: Pin<&mut Self>,
+        index: usize,
+        guarded: bool,
+        record: &Record<E>,
+    ) -> bool {
+        let View { mut fut, kept } = self.view();
+        let Some(running) = fut.as_mut().as_pin_mut() else {
             return false;
         };
         // Only a guard's own task can be the branch's; marking costs a thread-local write.
         if guarded {
-            Reaper::mark(index, core::ptr::from_ref(&*fut).addr());
+            Reaper::mark(index, core::ptr::from_ref(&*running).addr());
         }
-        self.fut.set(None);
-        self.trace.end(record.stop_outcome(index));
+        fut.set(None);
+        kept.trace.end(record.stop_outcome(index));
         true
     }
 
     /// What the gather kept of the output. Called once, after the branch has finished.
     #[inline]
-    pub fn take(&mut self) -> O {
-        match self.out.take() {
+    pub fn take(self: Pin<&mut Self>) -> O {
+        match self.view().kept.out.take() {
             Some(out) => out,
             None => unreachable!("gather! took an output that was not there"),
         }
@@ -719,7 +778,7 @@ impl<F, O, const N: usize, const LIMITED: bool> Slot<'_, F, O, N, LIMITED> {
 
     /// `settle` with `timeout`: the output, or `None` when the deadline cancelled the branch.
     #[inline]
-    pub fn take_finished(&mut self) -> Option<O> {
-        self.out.take()
+    pub fn take_finished(self: Pin<&mut Self>) -> Option<O> {
+        self.view().kept.out.take()
     }
 }
