@@ -560,8 +560,8 @@ impl<F, O, const N: usize, const LIMITED: bool> View<'_, F, O, N, LIMITED> {
 }
 
 impl<F, O, const N: usize, const LIMITED: bool> Slot<F, O, N, LIMITED> {
-    /// [`poll_output`](View::poll_output) in a function of its own, which the branches of one
-    /// type share: see [`OWN_WAKERS_FROM`].
+    /// [`poll_output`](View::poll_output) in a function of its own for `race`, which the
+    /// branches of one type share: see [`OWN_WAKERS_FROM`].
     #[inline(never)]
     fn poll_output_shared(
         self: Pin<&mut Self>,
@@ -575,8 +575,8 @@ impl<F, O, const N: usize, const LIMITED: bool> Slot<F, O, N, LIMITED> {
         self.view().poll_output(cx, record, index)
     }
 
-    /// `settle` and `race`: polls the branch unless it [skips](Self::skips) this pass; keeps
-    /// its output once it finishes, and says so.
+    /// `race`: polls the branch unless it [skips](Self::skips) this pass; keeps its output
+    /// once it finishes, and says so.
     #[inline(always)]
     fn output(
         self: Pin<&mut Self>,
@@ -645,7 +645,28 @@ impl<F, O, const N: usize, const LIMITED: bool> Slot<F, O, N, LIMITED> {
     ) where
         F: Future<Output = O>,
     {
-        self.output(cx, record, index);
+        if self.skips(record, index) {
+        } else if N >= OWN_WAKERS_FROM {
+            self.poll_settle_shared(cx, record, index);
+        } else {
+            self.view().poll_output(cx, record, index);
+        }
+    }
+
+    /// [`poll_output`](View::poll_output) in a function of its own for `settle`, which the
+    /// branches of one type share: see [`OWN_WAKERS_FROM`]. Unlike
+    /// [`poll_output_shared`](Self::poll_output_shared), it returns nothing, which the pass
+    /// would not test (measured: 1 instruction less per branch at 100 branches all ready).
+    #[inline(never)]
+    fn poll_settle_shared(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        record: &mut Record<Infallible>,
+        index: usize,
+    ) where
+        F: Future<Output = O>,
+    {
+        self.view().poll_output(cx, record, index);
     }
 
     /// `race`: polls the branch; the first to finish wins. Returns `true` when it won, so that
