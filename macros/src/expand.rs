@@ -188,13 +188,19 @@ fn fixed(
     // Whether branches may wait for their turn, which the runtime checks only then.
     let limited = gather.limit.is_some();
 
+    // `settle` keeps a branch's stage and output under one tag, the other policies apart
+    // (see the runtime's `Keep`).
+    let slot_type = match gather.policy {
+        Policy::Settle => Ident::new("SettleSlot", Span::call_site()),
+        _ => Ident::new("Slot", Span::call_site()),
+    };
     let slot_inits: Vec<TokenStream> = branches
         .iter()
         .zip(&indices)
         .map(|(branch, i)| {
             let future = branch_future(n, gather, &branch.expr, branch.span, &quote!(#i));
             quote! {
-                #k::__private::Slot::<_, _, #count, #limited>::new(#future),
+                #k::__private::#slot_type::<_, _, #count, #limited>::new(#future),
             }
         })
         .collect();

@@ -415,8 +415,8 @@ pub mod __private {
         SpawnNeedsSendAndStatic, Spawned, take_trouble,
     };
     pub use crate::slot::{
-        BranchResult, Kept, Probe, ProbeAny, ProbeGuarded, Record, SameError, Slot, Stage, failed,
-        timed_out,
+        Apart, BranchResult, Keep, Kept, Probe, ProbeAny, ProbeGuarded, Record, SameError,
+        SettleSlot, Slot, Stage, Together, failed, timed_out,
     };
     pub use crate::trace::BranchSpan;
     pub use crate::wake::place::{Fields, Place};
