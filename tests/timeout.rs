@@ -189,6 +189,62 @@ async fn settle_timeout_keeps_what_finished_and_gives_none_for_the_rest() {
     );
 }
 
+/// From 16 branches on, a branch's stage and output share one tag: one that finished in time
+/// gives its output, one that waited with a waker of its own (or was never woken) gives
+/// `None`, and every branch still running is dropped at the deadline.
+#[tokio::test(start_paused = true)]
+async fn settle_timeout_at_twenty_branches_keeps_what_finished_and_drops_the_rest() {
+    let start = Instant::now();
+    let log = journal(start);
+    let outcomes = gather!(policy = settle, timeout = DEADLINE;
+        after(0, 0_u8), log.probe("b1", pending::<u8>()), after(50, 2_u8), after(300, 3_u8),
+        after(0, 4_u8), log.probe("b5", pending::<u8>()), after(50, 6_u8), after(300, 7_u8),
+        after(0, 8_u8), log.probe("b9", pending::<u8>()), after(50, 10_u8), after(300, 11_u8),
+        after(0, 12_u8), log.probe("b13", pending::<u8>()), after(50, 14_u8), after(300, 15_u8),
+        after(0, 16_u8), log.probe("b17", pending::<u8>()), after(199, 18_u8), after(300, 19_u8),
+    );
+    log.mark("returned");
+
+    assert_eq!(start.elapsed(), DEADLINE);
+    let outcomes = [
+        outcomes.0,
+        outcomes.1,
+        outcomes.2,
+        outcomes.3,
+        outcomes.4,
+        outcomes.5,
+        outcomes.6,
+        outcomes.7,
+        outcomes.8,
+        outcomes.9,
+        outcomes.10,
+        outcomes.11,
+        outcomes.12,
+        outcomes.13,
+        outcomes.14,
+        outcomes.15,
+        outcomes.16,
+        outcomes.17,
+        outcomes.18,
+        outcomes.19,
+    ];
+    let expected: Vec<Option<u8>> = (0..20_u8)
+        .map(|i| (i % 4 == 0 || i % 4 == 2).then_some(i))
+        .collect();
+    assert_eq!(outcomes.to_vec(), expected);
+    assert_eq!(
+        log.story(),
+        [
+            "b1 dropped at 200ms",
+            "b5 dropped at 200ms",
+            "b9 dropped at 200ms",
+            "b13 dropped at 200ms",
+            "b17 dropped at 200ms",
+            "returned at 200ms",
+        ]
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn settle_timeout_gives_every_output_in_some_when_every_branch_ends_in_time() {
     let start = Instant::now();

@@ -1,6 +1,6 @@
 //! The code a checked `gather!` becomes.
 //!
-//! Fixed form: each branch is pinned in the caller's frame as a `Slot`, and one `poll_fn`
+//! Fixed form: each branch is pinned in the caller's frame in a `Slot`, and one `poll_fn`
 //! polls the slots in branch order. Every branch contributes a fixed amount of code, so the
 //! expansion grows linearly with the number of branches; the logic lives in the runtime.
 //!
@@ -163,10 +163,12 @@ fn fixed(
         ..
     } = n;
     let site = Span::mixed_site();
-    // The slots are in tuples of up to `CHUNK`, which the poll reaches through one reference
-    // each: a closure that captured each slot on its own would store and load a pointer per
-    // branch. Not one tuple of all: rustc takes time quadratic in a tuple's length to check
-    // the code that borrows its fields.
+    // The slots are in tuples of up to `CHUNK`, each pinned as a whole, which the poll
+    // reaches through one pinned reference each: a closure that captured each slot on its own
+    // would store and load a pointer per branch, and so would a slot that pointed at its
+    // future pinned on its own. A slot is reached by the runtime's projection of its tuple
+    // (`Fields`), which keeps it pinned. Not one tuple of all: rustc takes time quadratic in a
+    // tuple's length to check the code that borrows its fields.
     let chunks: Vec<Ident> = (0..branches.len().div_ceil(CHUNK))
         .map(|c| format_ident!("__gather_slots{}", c, span = site))
         .collect();
@@ -177,7 +179,7 @@ fn fixed(
                 index: (i % CHUNK) as u32,
                 span: site,
             };
-            quote!(#chunk.#field)
+            quote!(#k::__private::Fields::fields(#chunk.as_mut()).#field)
         })
         .collect();
     let indices: Vec<usize> = (0..branches.len()).collect();
@@ -186,25 +188,26 @@ fn fixed(
     // Whether branches may wait for their turn, which the runtime checks only then.
     let limited = gather.limit.is_some();
 
+    // `settle` keeps a branch's stage and output under one tag, the other policies apart
+    // (see the runtime's `Keep`).
+    let slot_type = match gather.policy {
+        Policy::Settle => Ident::new("SettleSlot", Span::call_site()),
+        _ => Ident::new("Slot", Span::call_site()),
+    };
     let slot_inits: Vec<TokenStream> = branches
         .iter()
         .zip(&indices)
         .map(|(branch, i)| {
             let future = branch_future(n, gather, &branch.expr, branch.span, &quote!(#i));
             quote! {
-                #k::__private::Slot::<_, _, #count, #limited> {
-                    fut: ::core::pin::pin!(::core::option::Option::Some(#future)),
-                    out: ::core::option::Option::None,
-                    trace: #k::__private::BranchSpan::NONE,
-                    stage: #k::__private::Stage::Polled,
-                },
+                #k::__private::#slot_type::<_, _, #count, #limited>::new(#future),
             }
         })
         .collect();
     let chunk_lets = chunks
         .iter()
         .zip(slot_inits.chunks(CHUNK))
-        .map(|(chunk, inits)| quote!(let mut #chunk = ( #(#inits)* );));
+        .map(|(chunk, inits)| quote!(let mut #chunk = ::core::pin::pin!(( #(#inits)* ));));
     let name_lits: Vec<LitStr> = branches
         .iter()
         .map(|b| LitStr::new(&b.name, b.span))
@@ -225,8 +228,8 @@ fn fixed(
         // task, never builds or drops one.
         let mut #reaper: ::core::option::Option<#k::__private::Reaper> = ::core::option::Option::None;
         let mut #ending = ::core::option::Option::None;
-        // What the poll reaches, as references it takes by value.
-        #( let #chunks = &mut #chunks; )*
+        // What the poll reaches, as references it takes by value (each tuple of slots is one
+        // already).
         let #record = &mut #record;
         let #reaper = &mut #reaper;
         let #ending = &mut #ending;
@@ -258,25 +261,34 @@ fn fixed(
     // branches), reaches the slots through references the optimizer cannot see through: else
     // it keeps the address of every slot from the pass, with one store to the stack per branch
     // in every pass, to reuse it here.
-    let reload = quote!(#( let #chunks = ::core::hint::black_box(&mut *#chunks); )*);
+    let reload = quote!(#( let mut #chunks = ::core::hint::black_box(#chunks.as_mut()); )*);
     let all_outputs = quote!(( #( #slots.take(), )* ));
     // Whether each branch guards a task, known from its type: a constant, so that the check
     // costs nothing when its branch is dropped.
     let guarded: Vec<TokenStream> = slots
         .iter()
-        .map(|slot| quote!((&#k::__private::Probe::of(&#slot.fut)).guarded()))
+        .map(|slot| quote!((&#k::__private::Probe::of(&#slot)).guarded()))
         .collect();
+    // A slot is reached through its tuple, borrowed for the call: whether it is a guard is
+    // told before the call that drops it.
+    let guard = Ident::new("__gather_guarded", site);
     // Cancels every branch still running, naming those that had started, inside a reaping
     // scope: the tasks of adopted and spawned branches are awaited before the gather returns.
     let stop_all = quote! {
         let #scope = #k::__private::Scope::open();
         let mut #stopped = #record.stopped();
-        #( #slots.cancel(#indices, #guarded, #name_lits, &#record, &mut #stopped); )*
+        #(
+            let #guard = #guarded;
+            #slots.cancel(#indices, #guard, #name_lits, &#record, &mut #stopped);
+        )*
         #scope.close_into(#reaper);
     };
     let drop_all = quote! {
         let #scope = #k::__private::Scope::open();
-        #( #slots.drop_future(#indices, #guarded, &#record); )*
+        #(
+            let #guard = #guarded;
+            #slots.drop_future(#indices, #guard, &#record);
+        )*
         #scope.close_into(#reaper);
     };
     // The winner's output; a branch whose output type differs fails to match the others here.

@@ -372,8 +372,8 @@ mod guard;
 pub mod guide;
 mod slot;
 mod trace;
-// The one module with `unsafe`: per-branch wakers in shared allocations, and the pinned
-// chunks of slots of the dynamic form.
+// The one module with `unsafe`: per-branch wakers in shared allocations, the pinned
+// chunks of slots of the dynamic form, and the pin projections to the fixed form's slots.
 #[allow(unsafe_code)]
 mod wake;
 
@@ -415,10 +415,11 @@ pub mod __private {
         SpawnNeedsSendAndStatic, Spawned, take_trouble,
     };
     pub use crate::slot::{
-        BranchResult, Probe, ProbeAny, ProbeGuarded, Record, SameError, Slot, Stage, failed,
-        timed_out,
+        Apart, BranchResult, Keep, Kept, Probe, ProbeAny, ProbeGuarded, Record, SameError,
+        SettleSlot, Slot, Stage, Together, failed, timed_out,
     };
     pub use crate::trace::BranchSpan;
+    pub use crate::wake::place::{Fields, Place};
     pub use core::convert::Infallible;
     pub use gather_macros::gather_impl;
     pub use std::vec::Vec;

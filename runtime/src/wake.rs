@@ -42,6 +42,7 @@ use core::task::{RawWaker, RawWakerVTable, Waker};
 use std::sync::{Mutex, PoisonError};
 
 pub(crate) mod chunks;
+pub(crate) mod place;
 
 /// The start of the allocation the wakers of one gather share; the cells follow it.
 #[repr(C)]
