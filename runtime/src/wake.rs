@@ -1,5 +1,6 @@
 //! Per-branch wakers for the fixed form, all in one allocation: the one module of the crate
-//! with `unsafe` (with its part `chunks`, for the dynamic form).
+//! with `unsafe` (with its parts `place`, for the fixed form's slots, and `chunks`, for the
+//! dynamic form).
 //!
 //! A wake must poll only the branch it belongs to, so each branch needs a waker of its own
 //! that says which branch it is. `std::task::Wake` gives one `Arc` per waker, that is one
@@ -29,8 +30,10 @@
 //! its allocation as the thread's spare, which the next gather on the thread takes if it has
 //! room: gathers run one after another allocate once.
 //!
-//! The dynamic form's slots, whose futures are pinned in chunks with their wakers, are in the
-//! part [`chunks`], for the same reason: it is the rest of the crate's `unsafe`.
+//! The fixed form's slots, whose futures are pinned in tuples with what the gather keeps of
+//! them, are in the part [`place`], and the dynamic form's, whose futures are pinned in chunks
+//! with their wakers, in the part [`chunks`], for the same reason: they are the rest of the
+//! crate's `unsafe`.
 //!
 //! Every path of this module is exercised by its tests, which CI also runs under valgrind.
 
