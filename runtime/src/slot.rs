@@ -344,7 +344,7 @@ impl<T, E> BranchResult for Result<T, E> {
 /// inline, 0.9x shared).
 const OWN_WAKERS_FROM: usize = 16;
 
-/// The policies whose branches output a `Result`, as [`Slot::poll_policy`] tells them apart.
+/// The policies whose branches output a `Result`, as [`View::poll_policy`] tells them apart.
 const CANCEL: u8 = 0;
 const FINISH: u8 = 1;
 const RACE_OK: u8 = 2;
