@@ -3,12 +3,13 @@
 # (issue 5, item 4). Builds two throwaway crates under target/, with the dependencies built
 # once, then times only the rebuild of each file, three times, and prints the medians.
 #
-#     bash benches/compile-time.sh
+#     bash benches/compile-time.sh                        # 100 calls of 5 branches
+#     CALLS=4 BRANCHES=100 bash benches/compile-time.sh   # 4 calls of 100 branches
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 work="$root/target/compile-time"
-calls=100
-branches=5
+calls=${CALLS:-100}
+branches=${BRANCHES:-5}
 
 mkdir -p "$work"
 make_crate() { # name, macro call prefix
