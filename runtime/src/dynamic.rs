@@ -17,7 +17,7 @@ use core::mem::ManuallyDrop;
 use core::pin::Pin;
 use core::task::{Context, Poll, Waker};
 
-use crate::error::{Branch, Error};
+use crate::error::{Branch, Error, Name};
 use crate::guard::{Reaper, take_trouble};
 use crate::slot::{BranchResult, failures};
 use crate::trace::{BranchSpan, GatherSpan, Outcome};
@@ -130,7 +130,7 @@ pub struct Engine<'a, I, C, F> {
     /// branch first. Taken once per poll of the gather, so that a branch that wakes itself at
     /// once is polled again at the next poll, not in a loop inside this one.
     to_poll: ManuallyDrop<Vec<(usize, usize)>>,
-    name: &'static str,
+    name: Name,
     /// Made when a branch is first stopped or in trouble: until then, nothing is reaped.
     reaper: ManuallyDrop<Option<Reaper>>,
     /// Whether a branch has been pending or stopped: then the `ManuallyDrop` fields may hold
@@ -205,7 +205,7 @@ where
         iter: I,
         make: C,
         limit: usize,
-        name: &'static str,
+        name: Name,
         spawn: bool,
         policy: &'static str,
         stage: Pin<&'a mut Option<F>>,
@@ -579,11 +579,11 @@ pub trait Policy<O> {
         &mut self,
         index: usize,
         out: O,
-        name: &'static str,
+        name: Name,
         stopped: &mut dyn FnMut() -> Vec<Branch>,
     ) -> Option<Self::Out>;
     /// The value once every branch has ended.
-    fn done(&mut self, name: &'static str) -> Self::Out;
+    fn done(&mut self, name: Name) -> Self::Out;
     /// The value at the deadline, given the branches it cancelled and how many had started.
     fn timed_out(&mut self, pending: Vec<Branch>, started: usize) -> Self::Out;
     /// Takes out of an error the branches whose task finished before its abort took effect.
@@ -598,7 +598,7 @@ pub trait Policy<O> {
     /// other branch is running (so an end cancels none): kept small, as it runs once per
     /// branch there.
     #[inline(always)]
-    fn output_next(&mut self, index: usize, out: O, name: &'static str) -> Option<Self::Out> {
+    fn output_next(&mut self, index: usize, out: O, name: Name) -> Option<Self::Out> {
         self.output(index, out, name, &mut Vec::new)
     }
 }
@@ -707,7 +707,7 @@ impl<T> Outs<T> {
 fn failed<E>(
     index: usize,
     error: E,
-    name: &'static str,
+    name: Name,
     stopped: &mut dyn FnMut() -> Vec<Branch>,
 ) -> Error<E> {
     Error::Failed {
@@ -785,7 +785,7 @@ impl<E> Default for RaceOk<E> {
 
 impl<R: BranchResult> Policy<R> for Cancel<R::Ok> {
     #[inline(always)]
-    fn output_next(&mut self, index: usize, out: R, name: &'static str) -> Option<Self::Out> {
+    fn output_next(&mut self, index: usize, out: R, name: Name) -> Option<Self::Out> {
         match out.into_result() {
             Ok(value) => {
                 self.outs.put_next(index, value);
@@ -810,7 +810,7 @@ impl<R: BranchResult> Policy<R> for Cancel<R::Ok> {
         &mut self,
         index: usize,
         out: R,
-        name: &'static str,
+        name: Name,
         stopped: &mut dyn FnMut() -> Vec<Branch>,
     ) -> Option<Self::Out> {
         match out.into_result() {
@@ -822,7 +822,7 @@ impl<R: BranchResult> Policy<R> for Cancel<R::Ok> {
         }
     }
 
-    fn done(&mut self, _: &'static str) -> Self::Out {
+    fn done(&mut self, _: Name) -> Self::Out {
         Ok(self.outs.take())
     }
 
@@ -837,7 +837,7 @@ impl<R: BranchResult> Policy<R> for Cancel<R::Ok> {
 
 impl<R: BranchResult> Policy<R> for Finish<R::Ok, R::Err> {
     #[inline(always)]
-    fn output_next(&mut self, index: usize, out: R, _: &'static str) -> Option<Self::Out> {
+    fn output_next(&mut self, index: usize, out: R, _: Name) -> Option<Self::Out> {
         match out.into_result() {
             Ok(value) => self.outs.put_next(index, value),
             Err(error) => self.errors.push((index, error)),
@@ -860,7 +860,7 @@ impl<R: BranchResult> Policy<R> for Finish<R::Ok, R::Err> {
         &mut self,
         index: usize,
         out: R,
-        _: &'static str,
+        _: Name,
         _: &mut dyn FnMut() -> Vec<Branch>,
     ) -> Option<Self::Out> {
         match out.into_result() {
@@ -870,7 +870,7 @@ impl<R: BranchResult> Policy<R> for Finish<R::Ok, R::Err> {
         None
     }
 
-    fn done(&mut self, name: &'static str) -> Self::Out {
+    fn done(&mut self, name: Name) -> Self::Out {
         if self.errors.is_empty() {
             Ok(self.outs.take())
         } else {
@@ -889,7 +889,7 @@ impl<R: BranchResult> Policy<R> for Finish<R::Ok, R::Err> {
 
 impl<O> Policy<O> for Settle<O, false> {
     #[inline(always)]
-    fn output_next(&mut self, index: usize, out: O, _: &'static str) -> Option<Self::Out> {
+    fn output_next(&mut self, index: usize, out: O, _: Name) -> Option<Self::Out> {
         self.outs.put_next(index, out);
         None
     }
@@ -905,14 +905,14 @@ impl<O> Policy<O> for Settle<O, false> {
         &mut self,
         index: usize,
         out: O,
-        _: &'static str,
+        _: Name,
         _: &mut dyn FnMut() -> Vec<Branch>,
     ) -> Option<Self::Out> {
         self.outs.put(index, out);
         None
     }
 
-    fn done(&mut self, _: &'static str) -> Self::Out {
+    fn done(&mut self, _: Name) -> Self::Out {
         self.outs.take()
     }
 
@@ -923,7 +923,7 @@ impl<O> Policy<O> for Settle<O, false> {
 
 impl<O> Policy<O> for Settle<O, true> {
     #[inline(always)]
-    fn output_next(&mut self, index: usize, out: O, _: &'static str) -> Option<Self::Out> {
+    fn output_next(&mut self, index: usize, out: O, _: Name) -> Option<Self::Out> {
         self.outs.put_next(index, out);
         None
     }
@@ -939,14 +939,14 @@ impl<O> Policy<O> for Settle<O, true> {
         &mut self,
         index: usize,
         out: O,
-        _: &'static str,
+        _: Name,
         _: &mut dyn FnMut() -> Vec<Branch>,
     ) -> Option<Self::Out> {
         self.outs.put(index, out);
         None
     }
 
-    fn done(&mut self, _: &'static str) -> Self::Out {
+    fn done(&mut self, _: Name) -> Self::Out {
         self.outs.take_options()
     }
 
@@ -966,14 +966,14 @@ impl<O> Policy<O> for Race<false> {
         &mut self,
         _: usize,
         out: O,
-        _: &'static str,
+        _: Name,
         stopped: &mut dyn FnMut() -> Vec<Branch>,
     ) -> Option<O> {
         stopped();
         Some(out)
     }
 
-    fn done(&mut self, _: &'static str) -> O {
+    fn done(&mut self, _: Name) -> O {
         panic!(
             "gather!(policy = race; for ..) ran over an empty iterator: a race with no branch \
              has no outcome to return"
@@ -993,14 +993,14 @@ impl<O> Policy<O> for Race<true> {
         &mut self,
         _: usize,
         out: O,
-        _: &'static str,
+        _: Name,
         stopped: &mut dyn FnMut() -> Vec<Branch>,
     ) -> Option<Option<O>> {
         stopped();
         Some(Some(out))
     }
 
-    fn done(&mut self, _: &'static str) -> Option<O> {
+    fn done(&mut self, _: Name) -> Option<O> {
         panic!(
             "gather!(policy = race; for ..) ran over an empty iterator: a race with no branch \
              has no outcome to return"
@@ -1024,7 +1024,7 @@ impl<R: BranchResult> Policy<R> for RaceOk<R::Err> {
         &mut self,
         index: usize,
         out: R,
-        _: &'static str,
+        _: Name,
         stopped: &mut dyn FnMut() -> Vec<Branch>,
     ) -> Option<Self::Out> {
         match out.into_result() {
@@ -1040,7 +1040,7 @@ impl<R: BranchResult> Policy<R> for RaceOk<R::Err> {
     }
 
     /// Every failure in input order (none over an empty iterator).
-    fn done(&mut self, name: &'static str) -> Self::Out {
+    fn done(&mut self, name: Name) -> Self::Out {
         Err(failures(core::mem::take(&mut self.errors), |_| name))
     }
 

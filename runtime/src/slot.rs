@@ -13,7 +13,7 @@ use core::marker::PhantomData;
 use core::pin::Pin;
 use core::task::{Context, Poll};
 
-use crate::error::{Branch, Error};
+use crate::error::{Branch, Error, Name};
 use crate::guard::{Adopted, Reaper, Spawned};
 use crate::trace::{BranchSpan, GatherSpan, Outcome};
 use crate::wake::place::Place;
@@ -460,12 +460,12 @@ impl<E> Record<E> {
     }
 
     /// Every failure so far, in branch order.
-    pub fn take_failures(&mut self, names: &[&'static str]) -> Error<E> {
-        failures(core::mem::take(&mut self.errors), |index| names[index])
+    pub fn take_failures(&mut self, names: &'static [&'static str]) -> Error<E> {
+        failures(core::mem::take(&mut self.errors), |index| &names[index])
     }
 
     /// `finish`: every failure, if there was one, once no branch is running.
-    pub fn failures(&mut self, names: &[&'static str]) -> Option<Error<E>> {
+    pub fn failures(&mut self, names: &'static [&'static str]) -> Option<Error<E>> {
         if self.errors.is_empty() {
             None
         } else {
@@ -491,10 +491,7 @@ impl<E> Record<E> {
 }
 
 /// `Error::Failures` from errors in the order they came, each with its branch index.
-pub(crate) fn failures<E>(
-    mut errors: Vec<(usize, E)>,
-    name: impl Fn(usize) -> &'static str,
-) -> Error<E> {
+pub(crate) fn failures<E>(mut errors: Vec<(usize, E)>, name: impl Fn(usize) -> Name) -> Error<E> {
     errors.sort_by_key(|(index, _)| *index);
     let errors = errors
         .into_iter()
@@ -527,12 +524,12 @@ impl<E> SameError<E> for Record<E> {
 /// `cancel`: the error for a failure at `index`.
 pub fn failed<E>(
     index: usize,
-    names: &[&'static str],
+    names: &'static [&'static str],
     error: E,
     cancelled: Vec<Branch>,
 ) -> Error<E> {
     Error::Failed {
-        branch: Branch::__new(index, names[index]),
+        branch: Branch::__new(index, &names[index]),
         error,
         cancelled,
     }
@@ -929,7 +926,7 @@ impl<F, O, const N: usize, const LIMITED: bool, K: Keep<O>> Place<F, Kept<O, N, 
         self: Pin<&mut Self>,
         index: usize,
         guarded: bool,
-        name: &'static str,
+        name: Name,
         record: &Record<E>,
         stopped: &mut Vec<Branch>,
     ) {
