@@ -826,7 +826,9 @@ impl<F, O, const N: usize, const LIMITED: bool, K: Keep<O>> Place<F, Kept<O, N, 
         F: Future<Output = O>,
     {
         if self.skips(record, index) {
-        } else if N >= OWN_WAKERS_FROM {
+            return;
+        }
+        if N >= OWN_WAKERS_FROM {
             self.poll_settle_shared(cx, record, index);
         } else {
             self.view().poll_output(cx, record, index);
