@@ -524,7 +524,7 @@ fn dynamic(
     let setup = quote! {
         let #stage = ::core::pin::pin!(::core::option::Option::None);
         let mut #driver = #k::__private::Driver::<_, _, _, #k::__private::#policy, _>::new(
-            #k::__private::Engine::new(#iter, #make, #limit, &#name, #spawn, #policy_name, #stage),
+            #iter, #make, #limit, &#name, #spawn, #policy_name, #stage,
         );
     };
     let on_deadline = gather.timeout.as_ref().map(|_| {

@@ -100,7 +100,7 @@ enum Run<E, O> {
 /// Runs the branches of the dynamic form: starts them in order under `limit`, polls each
 /// when its own waker was woken, and reports each output as it comes.
 #[must_use = "a gather does nothing unless polled"]
-pub struct Engine<'a, I, C, F> {
+pub(crate) struct Engine<'a, I, C, F> {
     /// `None` once exhausted.
     iter: Option<I>,
     make: C,
@@ -109,34 +109,50 @@ pub struct Engine<'a, I, C, F> {
     spawn: bool,
     /// The stage's future, pinned in the gather's frame.
     stage: Pin<&'a mut Option<F>>,
-    /// The branch futures, their wakers, and which branch each slot holds. This field and the
-    /// other `ManuallyDrop` ones hold nothing to drop until a branch is pending (but for the
-    /// queue, that a clone of the stage's waker makes): the engine's drop drops them only
-    /// then (see [`busy`](Self::busy)), so that a gather whose branches are all ready at their
-    /// first poll does not pay for it.
+    /// The branch futures, their wakers, and which branch each slot holds. It holds nothing to
+    /// drop until a branch is pending (but for the queue, that a clone of the stage's waker
+    /// makes): the engine's drop drops it only then, so that a gather whose branches are all
+    /// ready at their first poll does not pay for it.
     slots: ManuallyDrop<Slots<F, Slot>>,
-    /// How many slots have been used so far.
-    made: usize,
-    /// A slot whose branch has ended, ready for the next branch: kept apart from `free`, so
-    /// that when every branch is ready at its first poll, they all take the same slot without
-    /// touching the list. [`STAGE`] when there is none: the stage is never a spare.
-    spare: usize,
-    /// The other slots whose branch has ended.
-    free: ManuallyDrop<Vec<usize>>,
     /// How many branches have started.
     started: usize,
     running: usize,
+    name: Name,
+    /// What only a gather with a branch that was pending or stopped needs: made then. Until
+    /// then it is one word, so that a gather whose branches are all ready at their first poll
+    /// neither writes nor drops the rest.
+    busy: ManuallyDrop<Option<Busy>>,
+    trace: GatherSpan,
+}
+
+/// The part of an engine that only a branch that was pending or stopped needs.
+struct Busy {
+    /// How many slots have been used so far.
+    made: usize,
+    /// A slot whose branch has ended, ready for the next branch: kept apart from `free`, so
+    /// that when each branch is ready at its first poll, they all take the same slot without
+    /// touching the list. [`STAGE`] when there is none: the stage is never a spare.
+    spare: usize,
+    /// The other slots whose branch has ended.
+    free: Vec<usize>,
     /// Woken branches still to poll in this poll of the gather, as (branch, slot), highest
     /// branch first. Taken once per poll of the gather, so that a branch that wakes itself at
     /// once is polled again at the next poll, not in a loop inside this one.
-    to_poll: ManuallyDrop<Vec<(usize, usize)>>,
-    name: Name,
+    to_poll: Vec<(usize, usize)>,
     /// Made when a branch is first stopped or in trouble: until then, nothing is reaped.
-    reaper: ManuallyDrop<Option<Reaper>>,
-    /// Whether a branch has been pending or stopped: then the `ManuallyDrop` fields may hold
-    /// something to drop.
-    busy: bool,
-    trace: GatherSpan,
+    reaper: Option<Reaper>,
+}
+
+impl Busy {
+    fn new() -> Self {
+        Busy {
+            made: 0,
+            spare: STAGE,
+            free: Vec::new(),
+            to_poll: Vec::new(),
+            reaper: None,
+        }
+    }
 }
 
 impl<I, C, F> core::fmt::Debug for Engine<'_, I, C, F> {
@@ -156,7 +172,7 @@ impl<I, C, F> Drop for Engine<'_, I, C, F> {
     fn drop(&mut self) {
         // Only a branch that was pending or stopped makes a branch run, a slot, a list or a
         // reaper, and only it or a clone of the stage's waker makes a queue.
-        if self.busy || self.slots.has_queue() {
+        if self.busy.is_some() || self.slots.has_queue() {
             self.drop_busy();
         }
     }
@@ -168,9 +184,12 @@ impl<I, C, F> Engine<'_, I, C, F> {
     /// panics.
     #[cold]
     fn drop_busy(&mut self) {
-        let _reaper = ManuallyDrop::into_inner(core::mem::take(&mut self.reaper));
-        let _free = ManuallyDrop::into_inner(core::mem::take(&mut self.free));
-        let mut order = ManuallyDrop::into_inner(core::mem::take(&mut self.to_poll));
+        let mut busy = self.busy.take();
+        // Not `ManuallyDrop::drop`: taken out, it is dropped even if a branch's drop panics.
+        let mut order = busy
+            .as_mut()
+            .map(|busy| core::mem::take(&mut busy.to_poll))
+            .unwrap_or_default();
         let empty = ManuallyDrop::new(Slots::new(Slot::NONE));
         let mut slots = ManuallyDrop::into_inner(core::mem::replace(&mut self.slots, empty));
         if self.running == 0 {
@@ -192,16 +211,8 @@ where
     I: Iterator,
     C: FnMut(usize, I::Item) -> F,
 {
-    /// An engine over `iter`, making each branch with `make` (given the item's index and the
-    /// item) when it starts, running at most `limit` at once. `name` names every branch in
-    /// errors; `spawn` says that branches are spawned tasks; `policy` names the policy in the
-    /// gather's span (under the `tracing` feature). `stage` is the place, pinned in the
-    /// gather's frame and empty, where each branch starts when it is free.
-    ///
-    /// The bounds on `make` are here, where the body's closure is written, so that its
-    /// argument's type is known inside the body (`for s in &words => f(s.len())`). `F: Future`
-    /// is left to the policies, so that a body that is not a future is reported once.
-    pub fn new(
+    /// An engine over `iter`: see [`Driver::new`].
+    fn new(
         iter: I,
         make: C,
         limit: usize,
@@ -217,26 +228,12 @@ where
             spawn,
             stage,
             slots: ManuallyDrop::new(Slots::new(Slot::NONE)),
-            made: 0,
-            spare: STAGE,
-            free: ManuallyDrop::new(Vec::new()),
             started: 0,
             running: 0,
-            to_poll: ManuallyDrop::new(Vec::new()),
             name,
-            reaper: ManuallyDrop::new(None),
-            busy: false,
+            busy: ManuallyDrop::new(None),
             trace: GatherSpan::new(policy),
         }
-    }
-
-    /// How many outputs to make room for at the start: as many items as the iterator says it
-    /// has left at least, up to [`RESERVE_AT_MOST`]. An endless iterator such as `0..` says
-    /// `usize::MAX`, and a gather over it ends at its first failure or winner.
-    fn items_hint(&self) -> usize {
-        self.iter
-            .as_ref()
-            .map_or(0, |iter| iter.size_hint().0.min(RESERVE_AT_MOST))
     }
 }
 
@@ -249,7 +246,8 @@ where
     /// Starts a poll of the gather: remembers its waker, and takes the woken branches, to
     /// poll lowest index first.
     fn begin(&mut self, cx: &Context<'_>) {
-        let Engine { slots, to_poll, .. } = self;
+        let Engine { slots, busy, .. } = self;
+        let to_poll = &mut busy.get_or_insert_with(Busy::new).to_poll;
         let before = to_poll.len();
         slots.begin(cx.waker(), |slot, entry| to_poll.push((entry.branch, slot)));
         if to_poll.len() > before {
@@ -263,7 +261,7 @@ where
     /// When several finish in one poll of the gather, they come lowest index first.
     fn step(&mut self, cx: &Context<'_>) -> Step<F::Output> {
         loop {
-            if let Some((branch, slot)) = self.to_poll.pop() {
+            if let Some((branch, slot)) = self.busy.as_mut().and_then(|busy| busy.to_poll.pop()) {
                 if self.slots.meta(slot).branch != branch {
                     continue;
                 }
@@ -360,7 +358,7 @@ where
                     span,
                 };
                 self.running += 1;
-                self.busy = true;
+                self.busy.get_or_insert_with(Busy::new);
                 match self.after_pending(index) {
                     Step::Pending if out_of_budget(cx) => Run::Step(Step::Pending),
                     Step::Pending => Run::Continue,
@@ -396,8 +394,9 @@ where
         let slot = if self.stage.is_none() {
             STAGE
         } else {
-            match core::mem::replace(&mut self.spare, STAGE) {
-                STAGE => match self.free.pop() {
+            let busy = self.busy.get_or_insert_with(Busy::new);
+            match core::mem::replace(&mut busy.spare, STAGE) {
+                STAGE => match busy.free.pop() {
                     Some(slot) => slot,
                     None => self.new_slot(parent),
                 },
@@ -432,7 +431,7 @@ where
                     span,
                 };
                 self.running += 1;
-                self.busy = true;
+                self.busy.get_or_insert_with(Busy::new);
                 self.after_pending(index)
             }
         }
@@ -444,19 +443,20 @@ where
         if slot == STAGE {
             return;
         }
-        if self.spare == STAGE {
-            self.spare = slot;
+        let busy = self.busy.get_or_insert_with(Busy::new);
+        if busy.spare == STAGE {
+            busy.spare = slot;
         } else {
-            self.free.push(slot);
+            busy.free.push(slot);
         }
     }
 
     /// A slot never used yet, from a new chunk when the last is full.
     fn new_slot(&mut self, parent: &Waker) -> usize {
-        let slot = self.made;
-        self.made += 1;
+        let busy = self.busy.get_or_insert_with(Busy::new);
+        let slot = busy.made;
+        busy.made += 1;
         if slot == self.slots.len() {
-            self.busy = true;
             self.slots.grow(parent, || Slot::NONE);
         }
         slot
@@ -515,7 +515,8 @@ where
     #[cold]
     fn trouble(&mut self, index: usize, error: tokio::task::JoinError) -> Step<F::Output> {
         self.stop_all(Outcome::Cancelled, Some(index));
-        self.reaper
+        let busy = self.busy.get_or_insert_with(Busy::new);
+        busy.reaper
             .get_or_insert_default()
             .trouble(index, self.name, error);
         Step::Trouble
@@ -531,16 +532,17 @@ where
     /// Their spans record `stop`, but `troubled`'s records that it panicked.
     fn stop_all(&mut self, stop: Outcome, troubled: Option<usize>) -> Vec<Branch> {
         self.iter = None;
-        self.busy = true;
         self.running = 0;
         let Engine {
             slots,
             stage,
-            to_poll,
-            reaper,
+            busy,
             name,
             ..
         } = self;
+        let Busy {
+            to_poll, reaper, ..
+        } = busy.get_or_insert_with(Busy::new);
         running_in_order(slots, stage, to_poll);
         reaper.get_or_insert_default().collect(|| {
             let mut stopped = Vec::with_capacity(to_poll.len());
@@ -592,8 +594,6 @@ pub trait Policy<O> {
     fn is_error(_out: &O) -> bool {
         false
     }
-    /// Makes room for `items` outputs, as the iterator tells its length before the first poll.
-    fn reserve(&mut self, _items: usize) {}
     /// [`output`](Self::output) in the loop of branches ready at their first poll, while no
     /// other branch is running (so an end cancels none): kept small, as it runs once per
     /// branch there.
@@ -622,26 +622,16 @@ fn put<T>(outs: &mut Vec<Option<T>>, index: usize, value: T) {
 struct Outs<T> {
     done: Vec<T>,
     /// By branch index: `Some` for an output that came ahead of its turn and is not in
-    /// `done`. Empty until one does.
-    scattered: Vec<Option<T>>,
-}
-
-impl<T> Default for Outs<T> {
-    fn default() -> Self {
-        Outs {
-            done: Vec::new(),
-            scattered: Vec::new(),
-        }
-    }
+    /// `done`. `None` until one does (one word to write for a gather that never needs it).
+    scattered: Option<Vec<Option<T>>>,
 }
 
 impl<T> Outs<T> {
-    fn reserve(&mut self, items: usize) {
-        if self.done.capacity() == 0 {
-            // The first poll's: made at once, at its size.
-            self.done = Vec::with_capacity(items);
-        } else {
-            self.done.reserve(items);
+    /// No outputs yet, with room for `items` in input order.
+    fn with_room(items: usize) -> Self {
+        Outs {
+            done: Vec::with_capacity(items),
+            scattered: None,
         }
     }
 
@@ -650,7 +640,7 @@ impl<T> Outs<T> {
         if index == self.done.len() {
             self.done.push(value);
         } else {
-            put(&mut self.scattered, index, value);
+            put(self.scattered.get_or_insert_default(), index, value);
         }
     }
 
@@ -668,13 +658,14 @@ impl<T> Outs<T> {
     /// Puts an output that does not come next in input order.
     #[cold]
     fn scatter_cold(&mut self, index: usize, value: T) {
-        put(&mut self.scattered, index, value);
+        put(self.scattered.get_or_insert_default(), index, value);
     }
 
     /// The outputs of `done`, then those of `scattered` past them, as options.
     fn drain(&mut self) -> (Vec<T>, impl Iterator<Item = Option<T>>) {
         let done = core::mem::take(&mut self.done);
-        let rest = core::mem::take(&mut self.scattered)
+        let rest = (self.scattered.take())
+            .unwrap_or_default()
             .into_iter()
             .skip(done.len());
         (done, rest)
@@ -682,7 +673,7 @@ impl<T> Outs<T> {
 
     #[inline]
     fn take(&mut self) -> Vec<T> {
-        if self.scattered.capacity() == 0 {
+        if self.scattered.is_none() {
             return core::mem::take(&mut self.done);
         }
         self.take_scattered()
@@ -746,39 +737,46 @@ pub struct RaceOk<E> {
     errors: Vec<(usize, E)>,
 }
 
-impl<T> Default for Cancel<T> {
-    fn default() -> Self {
+/// How a gather makes its policy, before the first poll.
+pub trait Room {
+    /// The policy with no output yet, and room for the outputs of `items` branches if it
+    /// keeps them.
+    fn with_room(items: usize) -> Self;
+}
+
+impl<T> Room for Cancel<T> {
+    fn with_room(items: usize) -> Self {
         Cancel {
-            outs: Outs::default(),
+            outs: Outs::with_room(items),
         }
     }
 }
 
-impl<T, E> Default for Finish<T, E> {
-    fn default() -> Self {
+impl<T, E> Room for Finish<T, E> {
+    fn with_room(items: usize) -> Self {
         Finish {
-            outs: Outs::default(),
+            outs: Outs::with_room(items),
             errors: Vec::new(),
         }
     }
 }
 
-impl<O, const TIMED: bool> Default for Settle<O, TIMED> {
-    fn default() -> Self {
+impl<O, const TIMED: bool> Room for Settle<O, TIMED> {
+    fn with_room(items: usize) -> Self {
         Settle {
-            outs: Outs::default(),
+            outs: Outs::with_room(items),
         }
     }
 }
 
-impl<const TIMED: bool> Default for Race<TIMED> {
-    fn default() -> Self {
+impl<const TIMED: bool> Room for Race<TIMED> {
+    fn with_room(_: usize) -> Self {
         Race
     }
 }
 
-impl<E> Default for RaceOk<E> {
-    fn default() -> Self {
+impl<E> Room for RaceOk<E> {
+    fn with_room(_: usize) -> Self {
         RaceOk { errors: Vec::new() }
     }
 }
@@ -793,10 +791,6 @@ impl<R: BranchResult> Policy<R> for Cancel<R::Ok> {
             }
             Err(error) => Some(Err(failed(index, error, name, &mut Vec::new))),
         }
-    }
-
-    fn reserve(&mut self, items: usize) {
-        self.outs.reserve(items);
     }
 
     fn is_error(out: &R) -> bool {
@@ -845,10 +839,6 @@ impl<R: BranchResult> Policy<R> for Finish<R::Ok, R::Err> {
         None
     }
 
-    fn reserve(&mut self, items: usize) {
-        self.outs.reserve(items);
-    }
-
     fn is_error(out: &R) -> bool {
         out.is_err()
     }
@@ -894,10 +884,6 @@ impl<O> Policy<O> for Settle<O, false> {
         None
     }
 
-    fn reserve(&mut self, items: usize) {
-        self.outs.reserve(items);
-    }
-
     type Out = Vec<O>;
 
     #[inline(always)]
@@ -926,10 +912,6 @@ impl<O> Policy<O> for Settle<O, true> {
     fn output_next(&mut self, index: usize, out: O, _: Name) -> Option<Self::Out> {
         self.outs.put_next(index, out);
         None
-    }
-
-    fn reserve(&mut self, items: usize) {
-        self.outs.reserve(items);
     }
 
     type Out = Vec<Option<O>>;
@@ -1070,7 +1052,7 @@ pub struct Driver<'a, I, C, F, P, Out> {
 impl<I, C, F, P, Out> Drop for Driver<'_, I, C, F, P, Out> {
     #[inline]
     fn drop(&mut self) {
-        if self.engine.busy {
+        if self.engine.busy.is_some() {
             drop(ManuallyDrop::into_inner(core::mem::take(&mut self.ending)));
         }
     }
@@ -1085,12 +1067,37 @@ impl<I, C, F, P, Out> core::fmt::Debug for Driver<'_, I, C, F, P, Out> {
     }
 }
 
-impl<'a, I, C, F, P: Default, Out> Driver<'a, I, C, F, P, Out> {
-    /// A gather over `engine` under policy `P`.
-    pub fn new(engine: Engine<'a, I, C, F>) -> Self {
+impl<'a, I, C, F, P: Room, Out> Driver<'a, I, C, F, P, Out>
+where
+    I: Iterator,
+    C: FnMut(usize, I::Item) -> F,
+{
+    /// A gather under policy `P` over `iter`, making each branch with `make` (given the item's
+    /// index and the item) when it starts, running at most `limit` at once. `name` names every
+    /// branch in errors; `spawn` says that branches are spawned tasks; `policy` names the
+    /// policy in the gather's span (under the `tracing` feature). `stage` is the place, pinned
+    /// in the gather's frame and empty, where each branch starts when it is free.
+    ///
+    /// Made just before its first poll, it makes room for the outputs at once: as many as the
+    /// iterator says it has left at least, up to [`RESERVE_AT_MOST`]. An endless iterator such
+    /// as `0..` says `usize::MAX`, and a gather over it ends at its first failure or winner.
+    ///
+    /// The bounds on `make` are here, where the body's closure is written, so that its
+    /// argument's type is known inside the body (`for s in &words => f(s.len())`). `F: Future`
+    /// is left to the policies, so that a body that is not a future is reported once.
+    pub fn new(
+        iter: I,
+        make: C,
+        limit: usize,
+        name: Name,
+        spawn: bool,
+        policy: &'static str,
+        stage: Pin<&'a mut Option<F>>,
+    ) -> Self {
+        // The policy first: if its room cannot be made, nothing else was.
         Driver {
-            engine,
-            policy: P::default(),
+            policy: P::with_room(iter.size_hint().0.min(RESERVE_AT_MOST)),
+            engine: Engine::new(iter, make, limit, name, spawn, policy, stage),
             ending: ManuallyDrop::new(None),
         }
     }
@@ -1105,7 +1112,10 @@ where
 {
     /// Whether the gather is ending: it waits only for the tasks it aborted.
     pub fn is_ending(&self) -> bool {
-        self.ending.is_some() || (self.engine.reaper.as_ref()).is_some_and(Reaper::ends_in_panic)
+        self.ending.is_some()
+            || (self.engine.busy.as_ref())
+                .and_then(|busy| busy.reaper.as_ref())
+                .is_some_and(Reaper::ends_in_panic)
     }
 
     /// Polls the branches; the policy's outcome once it has one and every task it aborted is
@@ -1114,7 +1124,6 @@ where
         if self.engine.started == 0 {
             // The first poll: nothing is woken or ending yet. A gather whose branches are all
             // ready at their first poll ends here, without the engine's other steps.
-            self.policy.reserve(self.engine.items_hint());
             match self.run_ready(cx) {
                 Run::Exhausted => return Poll::Ready(self.policy.done(self.engine.name)),
                 Run::Continue => {}
@@ -1154,7 +1163,9 @@ where
     /// branches, and hands each output to the policy, until the gather waits or ends.
     fn poll_branches(&mut self, cx: &mut Context<'_>) -> Poll<Out> {
         loop {
-            if self.engine.running == 0 && self.engine.to_poll.is_empty() {
+            if self.engine.running == 0
+                && (self.engine.busy.as_ref()).is_none_or(|busy| busy.to_poll.is_empty())
+            {
                 match self.run_ready(cx) {
                     Run::Ended(end) => {
                         *self.ending = Some(end);
@@ -1197,7 +1208,7 @@ where
     }
 
     fn poll_end(&mut self, cx: &mut Context<'_>) -> Poll<Out> {
-        let Some(reaper) = self.engine.reaper.as_mut() else {
+        let Some(reaper) = (self.engine.busy.as_mut()).and_then(|busy| busy.reaper.as_mut()) else {
             let Some(out) = self.ending.take() else {
                 unreachable!("gather!: ended without an outcome");
             };
@@ -1221,8 +1232,7 @@ mod tests {
 
     /// Puts `order`'s outputs (each its own index) in the order given.
     fn outs(order: &[usize]) -> Outs<usize> {
-        let mut outs = Outs::default();
-        outs.reserve(order.len());
+        let mut outs = Outs::with_room(order.len());
         for &index in order {
             outs.put(index, index);
         }
@@ -1241,7 +1251,7 @@ mod tests {
         ] {
             assert_eq!(outs(order).take(), [0, 1, 2, 3, 4], "{order:?}");
         }
-        let mut outs = Outs::default();
+        let mut outs = Outs::with_room(0);
         outs.put_next(0, 0);
         outs.put_next(2, 2);
         outs.put_next(1, 1);

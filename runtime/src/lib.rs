@@ -409,7 +409,7 @@ macro_rules! gather {
 /// Not public API: what the code `gather!` expands to needs.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::dynamic::{Cancel, Driver, Engine, Finish, Race, RaceOk, Settle};
+    pub use crate::dynamic::{Cancel, Driver, Finish, Race, RaceOk, Settle};
     pub use crate::guard::{
         Adopt, AdoptAny, AdoptJoinHandle, Adopted, Reaper, Scope, SpawnAdopted,
         SpawnNeedsSendAndStatic, Spawned, take_trouble,
