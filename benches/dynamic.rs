@@ -1,7 +1,8 @@
 //! The dynamic form, `gather!(for i in 0..n => leaf(i))`, against `join_all` / `try_join_all`,
 //! `FuturesUnordered`, futures-concurrency's `Vec` `join` / `try_join` / `race` / `race_ok`, and
 //! a plain loop of `.await`s when every branch is ready, at 10, 31, 100, 1000 and 10000
-//! branches.
+//! branches. The rows of every branch ready at 10 and 31 are also measured in paired rounds
+//! against the loop (see `paired` below).
 //!
 //! `cargo bench --bench dynamic`; `benches/RESULTS.md` has the ratios.
 
@@ -19,7 +20,7 @@ mod common;
 mod inplace;
 
 use common::{ALL_OK, Plan, Workload, digest, into_index, winner};
-use inplace::{Board, Leaf, run};
+use inplace::{Board, Leaf, drive, run};
 
 const COUNTS: [usize; 5] = [10, 31, 100, 1000, 10000];
 
@@ -35,6 +36,18 @@ async fn unordered(b: &Board, n: usize) -> u64 {
     while let Some(result) = set.next().await {
         match result {
             Ok(value) => out[value as usize] = value,
+            Err(index) => return index.into(),
+        }
+    }
+    digest(Ok::<_, u32>(out))
+}
+
+/// The reference when every branch is ready: a loop of `.await`s, one after the other.
+async fn plain_loop(b: &Board, n: usize) -> u64 {
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        match b.leaf(i).await {
+            Ok(value) => out.push(value),
             Err(index) => return index.into(),
         }
     }
@@ -73,16 +86,7 @@ fn dynamic(c: &mut Criterion) {
                 ALL_OK
             });
             if workload == Workload::Ready {
-                run(&mut group, "loop", n, b, &plan, || async move {
-                    let mut out = Vec::with_capacity(n);
-                    for i in 0..n {
-                        match b.leaf(i).await {
-                            Ok(value) => out.push(value),
-                            Err(index) => return index.into(),
-                        }
-                    }
-                    digest(Ok::<_, u32>(out))
-                });
+                run(&mut group, "loop", n, b, &plan, || plain_loop(b, n));
             }
             group.finish();
         }
@@ -128,9 +132,34 @@ fn dynamic(c: &mut Criterion) {
     }
 }
 
+/// The rows of every branch ready at 10 and 31 branches, also in paired rounds against the
+/// loop (see [`common::Paired`]): a run takes a few tens of nanoseconds, and criterion's medians
+/// of these rows swung from 0.94 to 1.41 of the loop between runs of the same code.
+fn paired(_: &mut Criterion) {
+    for n in [10, 31] {
+        let board = Board::new(n);
+        let b = &board;
+        let plan = Plan::new(Workload::Ready, n);
+        let gather = || {
+            drive(b, &plan, || async move {
+                digest(gather!(for i in 0..n => b.leaf(i)).map_err(into_index))
+            })
+        };
+        let plain = || drive(b, &plan, || plain_loop(b, n));
+        common::Paired {
+            group: "dynamic",
+            workload: "ready",
+            n,
+            runs: 200_000 / n,
+            expected: plan.expected,
+        }
+        .run(&gather, ("loop", &plain));
+    }
+}
+
 criterion_group! {
     name = benches;
     config = common::config();
-    targets = dynamic
+    targets = dynamic, paired
 }
 criterion_main!(benches);

@@ -22,12 +22,14 @@ for bench in ROOT.glob("**/new/benchmark.json"):
     n = int(meta["value_str"])
     times.setdefault(group, {}).setdefault(function, {})[n] = est["median"]["point_estimate"]
 
-# Rows also measured in paired rounds by `benches/spawn.rs` (gather and the reference taking
-# turns): paired[(row, n)] = the result, whose median ratio decides the row's target.
+# Rows also measured in paired rounds (gather and the reference taking turns, see
+# `benches/common/mod.rs`): paired[(group, workload, n)] = the result, whose median ratio
+# decides the row's target.
 paired = {}
 for result in ROOT.glob("paired/*.json"):
     entry = json.loads(result.read_text())
-    paired[(entry["row"], entry["n"])] = entry
+    if "group" in entry:  # results written before rows were named by group are skipped
+        paired[(entry["group"], entry["workload"], entry["n"])] = entry
 
 
 def fmt(ns):
@@ -74,7 +76,7 @@ def rows_for(form, ours, reference, target, spawn=False):
                 goal = target(workload, n)
                 ratio_ref = t / ref_t if ref_t else None
                 name = workload if not spawn else f"{prefix.removeprefix('spawn-')} {workload}"
-                pair = paired.get((name, n))
+                pair = paired.get((prefix, workload, n))
                 judged = pair["median"] if pair else ratio_ref
                 verdict = ""
                 if goal is not None and judged is not None:
@@ -159,12 +161,19 @@ table(
 
 if paired:
     table(
-        "Paired rounds: `gather!(spawn; ..)` and `JoinSet` taking turns on two workers",
+        "Paired rounds: `gather!` and the reference taking turns",
         [
-            [e["row"], str(e["n"]), f"{e['median']:.2f}", f"{e['p10']:.2f} – {e['p90']:.2f}", f"{e['rounds']} × {e['runs']}"]
+            [
+                f"{e['group']}/{e['workload']}",
+                str(e["n"]),
+                e["reference"],
+                f"{e['median']:.2f}",
+                f"{e['p10']:.2f} – {e['p90']:.2f}",
+                f"{e['rounds']} × {e['runs']}",
+            ]
             for _, e in sorted(paired.items())
         ],
-        ["workload", "n", "median of the rounds' ratios", "10th – 90th percentile", "rounds × runs each"],
+        ["row", "n", "reference", "median of the rounds' ratios", "10th – 90th percentile", "rounds × runs each"],
     )
 
 print("\n### Targets missed\n")

@@ -259,58 +259,29 @@ fn spawn(c: &mut Criterion) {
     bench_runtime(c, "spawn-2workers", &two_workers());
 }
 
-/// Rounds of paired runs at one row, and runs per contender in a round.
-const ROUNDS: usize = 40;
-const RUNS: usize = 200;
-
-/// The rows of two workers at 10 tasks in paired rounds (see the top of this file): prints the
-/// median of the rounds' ratios of `gather!` to `JoinSet`, with the 10th and 90th percentiles,
-/// and writes them to `target/criterion/paired/` for `benches/ratios.py`.
+/// The rows of two workers at 10 tasks in paired rounds (see the top of this file and
+/// [`common::Paired`]).
 fn paired(_: &mut Criterion) {
     let rt = two_workers();
     let n = 10;
     let board = Board::new(n);
     let b = &board;
-    let dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| "target".into(), std::path::PathBuf::from)
-        .join("criterion/paired");
-    std::fs::create_dir_all(&dir).expect("the directory of paired results");
     for workload in [Workload::Ready, Workload::AllWoken, Workload::Fail(0)] {
         let plan = Plan::new(workload, n);
-        let time = |runs: &dyn Fn() -> u64| {
-            let start = std::time::Instant::now();
-            for _ in 0..RUNS {
-                assert_eq!(runs(), plan.expected);
-            }
-            start.elapsed().as_secs_f64()
-        };
         let gather = || {
             rt.block_on(drive(b, &plan, || async move {
                 digest(gather!(spawn; for i in 0..n => leaf(b, i)).map_err(into_index))
             }))
         };
         let join_set = || rt.block_on(drive(b, &plan, || join_set(b, n)));
-        // One round of each first, unmeasured, to warm both.
-        time(&gather);
-        time(&join_set);
-        let mut ratios: Vec<f64> = (0..ROUNDS)
-            .map(|_| time(&gather) / time(&join_set))
-            .collect();
-        ratios.sort_by(f64::total_cmp);
-        let (median, low, high) = (
-            ratios[ROUNDS / 2],
-            ratios[ROUNDS / 10],
-            ratios[ROUNDS * 9 / 10],
-        );
-        let row = format!("2workers {}", workload.name(n));
-        println!(
-            "paired {row} at {n}: gather-spawn / JoinSet median {median:.2} (10th {low:.2}, 90th {high:.2})"
-        );
-        let json = format!(
-            "{{\"row\": \"{row}\", \"n\": {n}, \"median\": {median}, \"p10\": {low}, \"p90\": {high}, \"rounds\": {ROUNDS}, \"runs\": {RUNS}}}\n"
-        );
-        let file = dir.join(format!("spawn-2workers-{}-{n}.json", workload.name(n)));
-        std::fs::write(file, json).expect("a paired result written");
+        common::Paired {
+            group: "spawn-2workers",
+            workload: &workload.name(n),
+            n,
+            runs: 200,
+            expected: plan.expected,
+        }
+        .run(&gather, ("JoinSet", &join_set));
     }
 }
 

@@ -192,3 +192,73 @@ pub(crate) fn winner<E>(result: Result<u32, E>) -> u64 {
 pub(crate) fn into_index(error: gather::Error<u32>) -> u32 {
     error.into_error().unwrap_or(u32::MAX)
 }
+
+/// Rounds of paired runs at one row.
+const ROUNDS: usize = 40;
+
+/// One row measured in paired rounds, beside criterion, for rows whose criterion medians swing
+/// between runs of the same code (rows of a few tens of nanoseconds, and rows on two workers):
+/// `gather!` and the reference take turns, `runs` runs each per round, and the median of the
+/// rounds' ratios is printed, with the 10th and 90th percentiles, and written to
+/// `target/criterion/paired/GROUP-WORKLOAD-N.json` for `benches/ratios.py`, which judges the
+/// row's target by it. `group` and `workload` name the row as criterion's group does
+/// (`dynamic/ready`); each run returns its digest, which must be `expected`.
+pub(crate) struct Paired<'a> {
+    pub(crate) group: &'a str,
+    pub(crate) workload: &'a str,
+    pub(crate) n: usize,
+    pub(crate) runs: usize,
+    pub(crate) expected: u64,
+}
+
+impl Paired<'_> {
+    pub(crate) fn run(&self, gather: &dyn Fn() -> u64, reference: (&str, &dyn Fn() -> u64)) {
+        let (name, reference) = reference;
+        let time = |run: &dyn Fn() -> u64| {
+            let start = std::time::Instant::now();
+            for _ in 0..self.runs {
+                assert_eq!(run(), self.expected, "{} {}", self.group, self.workload);
+            }
+            start.elapsed().as_secs_f64()
+        };
+        // One round of each first, unmeasured, to warm both.
+        time(gather);
+        time(reference);
+        let mut times: Vec<(f64, f64)> = (0..ROUNDS)
+            .map(|_| (time(gather), time(reference)))
+            .collect();
+        let mut ratios: Vec<f64> = times.iter().map(|(ours, other)| ours / other).collect();
+        ratios.sort_by(f64::total_cmp);
+        // The median time of a run of each, in nanoseconds, for the record.
+        let per_run = |pick: fn(&(f64, f64)) -> f64, times: &mut Vec<(f64, f64)>| {
+            times.sort_by(|a, b| pick(a).total_cmp(&pick(b)));
+            pick(&times[ROUNDS / 2]) * 1e9 / self.runs as f64
+        };
+        let ours_ns = per_run(|t| t.0, &mut times);
+        let other_ns = per_run(|t| t.1, &mut times);
+        let (median, low, high) = (
+            ratios[ROUNDS / 2],
+            ratios[ROUNDS / 10],
+            ratios[ROUNDS * 9 / 10],
+        );
+        let Paired {
+            group,
+            workload,
+            n,
+            runs,
+            ..
+        } = self;
+        println!(
+            "paired {group}/{workload} at {n}: gather / {name} median {median:.2} (10th {low:.2}, 90th {high:.2}); a run {ours_ns:.0} ns against {other_ns:.0} ns"
+        );
+        let dir = std::env::var_os("CARGO_TARGET_DIR")
+            .map_or_else(|| "target".into(), std::path::PathBuf::from)
+            .join("criterion/paired");
+        std::fs::create_dir_all(&dir).expect("the directory of paired results");
+        let json = format!(
+            "{{\"group\": \"{group}\", \"workload\": \"{workload}\", \"n\": {n}, \"reference\": \"{name}\", \"median\": {median}, \"gather_ns\": {ours_ns}, \"reference_ns\": {other_ns}, \"p10\": {low}, \"p90\": {high}, \"rounds\": {ROUNDS}, \"runs\": {runs}}}\n"
+        );
+        let file = dir.join(format!("{group}-{workload}-{n}.json"));
+        std::fs::write(file, json).expect("a paired result written");
+    }
+}
