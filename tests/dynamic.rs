@@ -842,6 +842,62 @@ fn dynamic_a_waker_cloned_on_another_thread_in_a_first_poll_wakes_its_branch() {
     );
 }
 
+/// A branch ready at its first poll with `Ok(i)`, or `Err(i)` where `fail` says, that counts the
+/// branch futures alive, and the most alive at once.
+struct Counted<'a> {
+    i: usize,
+    fail: bool,
+    alive: &'a Cell<usize>,
+}
+
+impl<'a> Counted<'a> {
+    fn new(i: usize, fail: bool, alive: &'a Cell<usize>, peak: &'a Cell<usize>) -> Self {
+        alive.set(alive.get() + 1);
+        peak.set(peak.get().max(alive.get()));
+        Counted { i, fail, alive }
+    }
+}
+
+impl std::future::Future for Counted<'_> {
+    type Output = Result<usize, usize>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, _: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        Poll::Ready(if self.fail { Err(self.i) } else { Ok(self.i) })
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.alive.set(self.alive.get() - 1);
+    }
+}
+
+#[test]
+fn dynamic_branches_ready_at_once_are_dropped_before_the_gather_returns_one_by_one() {
+    let (alive, peak) = (Cell::new(0), Cell::new(0));
+    let branch = |i: usize, fail_at: usize| Counted::new(i, i == fail_at, &alive, &peak);
+    let out = block_on(async { gather!(for i in 0..10_usize => branch(i, usize::MAX)) });
+    assert_eq!(out.ok(), Some((0..10).collect::<Vec<_>>()));
+    // A finished branch is dropped when the next has been made, and the last before the
+    // gather returns: never more than two at once, whatever the count.
+    assert_eq!((alive.get(), peak.get()), (0, 2));
+    let out = block_on(async { gather!(for i in 0..10_usize => branch(i, 4)) });
+    assert!(matches!(out, Err(Error::Failed { ref branch, .. }) if branch.index() == 4));
+    assert_eq!(
+        alive.get(),
+        0,
+        "every branch is dropped by the time the gather returns"
+    );
+    let out = block_on(async { gather!(policy = settle; for i in 0..10_usize => branch(i, 4)) });
+    assert_eq!((out.len(), out[4], alive.get()), (10, Err(4), 0));
+    let won = block_on(async { gather!(policy = race; for i in 0..10_usize => branch(i, 4)) });
+    assert_eq!((won, alive.get()), (Ok(0), 0));
+    let won =
+        block_on(async { gather!(policy = race_ok; for i in 0..10_usize => branch(i + 1, 1)) });
+    assert_eq!((won, alive.get()), (Ok(2), 0));
+    assert_eq!(peak.get(), 2);
+}
+
 #[test]
 fn dynamic_branches_ready_at_once_end_at_the_first_failure_and_start_no_more() {
     let made = Cell::new(0);
