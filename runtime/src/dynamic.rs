@@ -21,7 +21,7 @@ use crate::error::{Branch, Error, Name};
 use crate::guard::{Reaper, take_trouble};
 use crate::slot::{BranchResult, failures};
 use crate::trace::{BranchSpan, GatherSpan, Outcome};
-use crate::wake::chunks::{STAGE, Slots};
+use crate::wake::chunks::{Lazy, STAGE, Slots};
 
 /// The most outputs a gather makes room for before its first branch ends: beyond it, the
 /// output vector grows as outputs come, so a long iterator that ends early (at a failure, or
@@ -109,11 +109,10 @@ pub(crate) struct Engine<'a, I, C, F> {
     spawn: bool,
     /// The stage's future, pinned in the gather's frame.
     stage: Pin<&'a mut Option<F>>,
-    /// The branch futures, their wakers, and which branch each slot holds. It holds nothing to
-    /// drop until a branch is pending (but for the queue, that a clone of the stage's waker
-    /// makes): the engine's drop drops it only then, so that a gather whose branches are all
-    /// ready at their first poll does not pay for it.
-    slots: ManuallyDrop<Slots<F, Slot>>,
+    /// Where the queue of the branches' wakers is made when first needed, which the stage's
+    /// lent waker points at. It holds nothing to drop until a branch is pending or a clone of
+    /// the stage's waker makes the queue: the engine's drop drops it only then.
+    lazy: ManuallyDrop<Lazy>,
     /// How many branches have started.
     started: usize,
     running: usize,
@@ -121,12 +120,15 @@ pub(crate) struct Engine<'a, I, C, F> {
     /// What only a gather with a branch that was pending or stopped needs: made then. Until
     /// then it is one word, so that a gather whose branches are all ready at their first poll
     /// neither writes nor drops the rest.
-    busy: ManuallyDrop<Option<Busy>>,
+    busy: ManuallyDrop<Option<Busy<F>>>,
     trace: GatherSpan,
 }
 
-/// The part of an engine that only a branch that was pending or stopped needs.
-struct Busy {
+/// The part of an engine that only a branch that was pending or stopped needs. Its fields
+/// are dropped in order: the slots first, the reaper last.
+struct Busy<F> {
+    /// The branch futures, their wakers, and which branch each slot (and the stage) holds.
+    slots: Slots<F, Slot>,
     /// How many slots have been used so far.
     made: usize,
     /// A slot whose branch has ended, ready for the next branch: kept apart from `free`, so
@@ -143,9 +145,10 @@ struct Busy {
     reaper: Option<Reaper>,
 }
 
-impl Busy {
+impl<F> Busy<F> {
     fn new() -> Self {
         Busy {
+            slots: Slots::new(Slot::NONE),
             made: 0,
             spare: STAGE,
             free: Vec::new(),
@@ -172,35 +175,32 @@ impl<I, C, F> Drop for Engine<'_, I, C, F> {
     fn drop(&mut self) {
         // Only a branch that was pending or stopped makes a branch run, a slot, a list or a
         // reaper, and only it or a clone of the stage's waker makes a queue.
-        if self.busy.is_some() || self.slots.has_queue() {
+        if self.busy.is_some() || self.lazy.has_queue() {
             self.drop_busy();
         }
     }
 }
 
 impl<I, C, F> Engine<'_, I, C, F> {
-    /// Drops the running branches, lowest index first, then the slots, their queue, the lists
-    /// and the reaper. Each is taken out first, so that it is dropped even if a branch's drop
+    /// Drops the running branches, lowest index first, then the slots, the lists, the reaper
+    /// and the queue. Each is taken out first, so that it is dropped even if a branch's drop
     /// panics.
     #[cold]
     fn drop_busy(&mut self) {
-        let mut busy = self.busy.take();
-        // Not `ManuallyDrop::drop`: taken out, it is dropped even if a branch's drop panics.
-        let mut order = busy
-            .as_mut()
-            .map(|busy| core::mem::take(&mut busy.to_poll))
-            .unwrap_or_default();
-        let empty = ManuallyDrop::new(Slots::new(Slot::NONE));
-        let mut slots = ManuallyDrop::into_inner(core::mem::replace(&mut self.slots, empty));
+        let _lazy = core::mem::replace(&mut *self.lazy, Lazy::new());
+        let Some(mut busy) = self.busy.take() else {
+            return;
+        };
         if self.running == 0 {
             return;
         }
-        running_in_order(&slots, &self.stage, &mut order);
+        let mut order = core::mem::take(&mut busy.to_poll);
+        running_in_order(&busy.slots, &self.stage, &mut order);
         for &(_, slot) in &order {
             if slot == STAGE {
                 self.stage.set(None);
             } else {
-                slots.clear(slot);
+                busy.slots.clear(slot);
             }
         }
     }
@@ -227,7 +227,7 @@ where
             limit,
             spawn,
             stage,
-            slots: ManuallyDrop::new(Slots::new(Slot::NONE)),
+            lazy: ManuallyDrop::new(Lazy::new()),
             started: 0,
             running: 0,
             name,
@@ -246,10 +246,10 @@ where
     /// Starts a poll of the gather: remembers its waker, and takes the woken branches, to
     /// poll lowest index first.
     fn begin(&mut self, cx: &Context<'_>) {
-        let Engine { slots, busy, .. } = self;
-        let to_poll = &mut busy.get_or_insert_with(Busy::new).to_poll;
+        let Engine { lazy, busy, .. } = self;
+        let Busy { slots, to_poll, .. } = busy.get_or_insert_with(Busy::new);
         let before = to_poll.len();
-        slots.begin(cx.waker(), |slot, entry| to_poll.push((entry.branch, slot)));
+        slots.begin(lazy, cx.waker(), |slot, entry| to_poll.push((entry.branch, slot)));
         if to_poll.len() > before {
             // Some may be left from a poll that ran out of budget, and woken again since.
             to_poll.sort_unstable_by(|a, b| b.cmp(a));
@@ -261,8 +261,10 @@ where
     /// When several finish in one poll of the gather, they come lowest index first.
     fn step(&mut self, cx: &Context<'_>) -> Step<F::Output> {
         loop {
-            if let Some((branch, slot)) = self.busy.as_mut().and_then(|busy| busy.to_poll.pop()) {
-                if self.slots.meta(slot).branch != branch {
+            if let Some(busy) = self.busy.as_mut()
+                && let Some((branch, slot)) = busy.to_poll.pop()
+            {
+                if busy.slots.meta(slot).branch != branch {
                     continue;
                 }
                 match self.poll_slot(slot, cx.waker()) {
@@ -308,7 +310,7 @@ where
             iter,
             make,
             stage,
-            slots,
+            lazy,
             started,
             trace,
             name,
@@ -321,7 +323,7 @@ where
         let mut stage = stage.as_mut();
         // Counted here and kept at the end: a panic out of a branch ends the gather.
         let mut next = *started;
-        let found = slots.lend_stage(|waker| {
+        let found = lazy.lend(|waker| {
             let mut cx = Context::from_waker(waker);
             // A branch that finished stays in the stage until the next is made, whose `set`
             // drops it: one write per branch instead of two, and the loop stays short. The last
@@ -356,13 +358,13 @@ where
                 Run::Exhausted
             }
             Found::Pending(index, span) => {
-                self.slots.pending(cx.waker());
-                *self.slots.meta_mut(STAGE) = Slot {
+                let slots = &mut self.busy.get_or_insert_with(Busy::new).slots;
+                slots.pending(&self.lazy, cx.waker());
+                *slots.meta_mut(STAGE) = Slot {
                     branch: index,
                     span,
                 };
                 self.running += 1;
-                self.busy.get_or_insert_with(Busy::new);
                 match self.after_pending(index) {
                     Step::Pending if out_of_budget(cx) => Run::Step(Step::Pending),
                     Step::Pending => Run::Continue,
@@ -380,10 +382,14 @@ where
         slot: usize,
         f: impl FnOnce(Pin<&mut Option<F>>, &Waker, &mut Slot) -> R,
     ) -> R {
+        let Engine {
+            lazy, stage, busy, ..
+        } = self;
+        let slots = &mut busy.get_or_insert_with(Busy::new).slots;
         if slot == STAGE {
-            self.slots.with_stage(self.stage.as_mut(), f)
+            slots.with_stage(lazy, stage.as_mut(), f)
         } else {
-            self.slots.with(slot, f)
+            slots.with(slot, f)
         }
     }
 
@@ -427,15 +433,15 @@ where
                 Step::Finished(index, span, out)
             }
             Poll::Pending => {
+                let slots = &mut self.busy.get_or_insert_with(Busy::new).slots;
                 if slot == STAGE {
-                    self.slots.pending(parent);
+                    slots.pending(&self.lazy, parent);
                 }
-                *self.slots.meta_mut(slot) = Slot {
+                *slots.meta_mut(slot) = Slot {
                     branch: index,
                     span,
                 };
                 self.running += 1;
-                self.busy.get_or_insert_with(Busy::new);
                 self.after_pending(index)
             }
         }
@@ -460,8 +466,8 @@ where
         let busy = self.busy.get_or_insert_with(Busy::new);
         let slot = busy.made;
         busy.made += 1;
-        if slot == self.slots.len() {
-            self.slots.grow(parent, || Slot::NONE);
+        if slot == busy.slots.len() {
+            busy.slots.grow(&self.lazy, parent, || Slot::NONE);
         }
         slot
     }
@@ -495,7 +501,7 @@ where
             }
             Some(Poll::Pending) => {
                 if slot == STAGE {
-                    self.slots.pending(parent);
+                    (self.busy.get_or_insert_with(Busy::new).slots).pending(&self.lazy, parent);
                 }
                 self.after_pending(index)
             }
@@ -538,14 +544,13 @@ where
         self.iter = None;
         self.running = 0;
         let Engine {
-            slots,
-            stage,
-            busy,
-            name,
-            ..
+            stage, busy, name, ..
         } = self;
         let Busy {
-            to_poll, reaper, ..
+            slots,
+            to_poll,
+            reaper,
+            ..
         } = busy.get_or_insert_with(Busy::new);
         running_in_order(slots, stage, to_poll);
         reaper.get_or_insert_default().collect(|| {

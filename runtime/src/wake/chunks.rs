@@ -15,8 +15,9 @@
 //! is pending). A branch ready at its first poll then needs no chunk, no queue and no waker
 //! of its own, so a gather whose branches are all ready allocates none of them. The stage's
 //! own waker points at the queue itself, which has the stage's flag. Until there is a queue,
-//! the stage's waker is lent as a pointer to the slots' place for it: its first clone or wake
-//! makes the queue. The gather gives that queue its own waker once the branch is pending.
+//! the stage's waker is lent as a pointer to the place for it, the gather's [`Lazy`], which the
+//! gather keeps apart from its slots: its first clone or wake makes the queue. The gather gives
+//! that queue its own waker once the branch is pending.
 
 use core::mem::ManuallyDrop;
 use core::pin::Pin;
@@ -116,11 +117,12 @@ enum Cell {
 }
 
 /// The slots of one gather: chunks of branch futures, pinned where they are, each with the
-/// wakers of its slots and what the gather keeps of each slot (`M`).
+/// wakers of its slots and what the gather keeps of each slot (`M`). The queue they share is
+/// kept apart, in a [`Lazy`] that every method that needs it is given: a gather whose branches
+/// are all ready at their first poll needs the `Lazy` (its stage's lent waker points at it) but
+/// no slots.
 pub(crate) struct Slots<F, M> {
     chunks: Vec<Chunk<F, M>>,
-    /// The queue, made when first needed.
-    lazy: Lazy,
     /// The gather's waker as last given to the queue, to skip replacing it when it is the
     /// same. `None` until the queue has one.
     parent: Option<Waker>,
@@ -128,33 +130,49 @@ pub(crate) struct Slots<F, M> {
     stage: M,
 }
 
-/// Where the queue is made when first needed: what the stage's lent waker points at, so that
-/// its first clone or wake can make it.
-struct Lazy {
+/// Where the queue of a gather's slots is made when first needed: what the stage's lent waker
+/// points at, so that its first clone or wake can make it.
+pub(crate) struct Lazy {
     queue: OnceLock<Arc<Queue>>,
 }
 
 impl Lazy {
+    /// No queue yet.
+    pub(crate) const fn new() -> Self {
+        Lazy {
+            queue: OnceLock::new(),
+        }
+    }
+
     /// The queue, made if there is none yet, without a waker of the gather's.
     fn queue(&self) -> &Arc<Queue> {
         self.queue.get_or_init(|| Queue::new(None))
     }
-}
 
-/// Runs `f` with the stage's waker: its own (the queue) if there is a queue, else the lent one
-/// that points at `lazy`.
-#[inline]
-fn lend<R>(lazy: &Lazy, f: impl FnOnce(&Waker) -> R) -> R {
-    let raw = match lazy.queue.get() {
-        Some(queue) => RawWaker::new(Arc::as_ptr(queue).cast(), &STAGE_VTABLE),
-        None => RawWaker::new(ptr::from_ref(lazy).cast(), &LENT),
-    };
-    // SAFETY: either the queue, which `lazy` keeps alive while the waker is lent, or `lazy`
-    // itself, borrowed (shared) for as long as the waker is lent; `LENT`'s entries reach it
-    // only through shared references, and its `OnceLock` makes the queue once, from any
-    // thread. The `ManuallyDrop` keeps the lent waker from giving back a count it never took.
-    let waker = ManuallyDrop::new(unsafe { Waker::from_raw(raw) });
-    f(&waker)
+    /// Whether the queue has been made: by a branch that was pending, or by a clone or wake
+    /// of the stage's lent waker.
+    #[inline]
+    pub(crate) fn has_queue(&self) -> bool {
+        self.queue.get().is_some()
+    }
+
+    /// Runs `f` with the stage's waker, to poll the branches that start in the stage: its own
+    /// (the queue) if there is a queue, else a lent one that points at `self`, whose first
+    /// clone or wake makes the queue. A branch ready at its first poll makes nothing.
+    #[inline]
+    pub(crate) fn lend<R>(&self, f: impl FnOnce(&Waker) -> R) -> R {
+        let raw = match self.queue.get() {
+            Some(queue) => RawWaker::new(Arc::as_ptr(queue).cast(), &STAGE_VTABLE),
+            None => RawWaker::new(ptr::from_ref(self).cast(), &LENT),
+        };
+        // SAFETY: either the queue, which `self` keeps alive while the waker is lent, or
+        // `self`, borrowed (shared) for as long as the waker is lent; `LENT`'s entries reach
+        // it only through shared references, and its `OnceLock` makes the queue once, from any
+        // thread. The `ManuallyDrop` keeps the lent waker from giving back a count it never
+        // took.
+        let waker = ManuallyDrop::new(unsafe { Waker::from_raw(raw) });
+        f(&waker)
+    }
 }
 
 /// The wakers of `size` slots from slot `first` on, sharing `queue`.
@@ -221,15 +239,15 @@ unsafe fn stage_drop(data: *const ()) {
     unsafe { Arc::decrement_strong_count(data.cast::<Queue>()) };
 }
 
-/// The stage's lent waker, which points at the slots' [`Lazy`] part. It is only ever lent
+/// The stage's lent waker, which points at the gather's [`Lazy`]. It is only ever lent
 /// (as `&Waker`, during a poll of the stage), so it is never woken by value nor dropped: those
 /// entries do as a wake by reference and nothing.
 static LENT: RawWakerVTable = RawWakerVTable::new(lent_clone, lent_wake, lent_wake, lent_drop);
 
 /// A clone of the stage's lent waker is the stage's own waker, the queue, made if need be.
 unsafe fn lent_clone(data: *const ()) -> RawWaker {
-    // SAFETY: `data` points at the `Lazy` of the slots, which are borrowed while the waker is
-    // lent (see `lend`); it is reached only through shared references.
+    // SAFETY: `data` points at the gather's `Lazy`, which is borrowed while the waker is lent
+    // (see `Lazy::lend`); it is reached only through shared references.
     let lazy = unsafe { &*data.cast::<Lazy>() };
     // SAFETY: the `Arc`'s pointer to the live queue, which `lazy` holds.
     unsafe { stage_clone(Arc::as_ptr(lazy.queue()).cast()) }
@@ -308,19 +326,9 @@ impl<F, M> Slots<F, M> {
     pub(crate) const fn new(stage: M) -> Self {
         Slots {
             chunks: Vec::new(),
-            lazy: Lazy {
-                queue: OnceLock::new(),
-            },
             parent: None,
             stage,
         }
-    }
-
-    /// Whether the queue has been made: by a branch that was pending, or by a clone or wake
-    /// of the stage's lent waker.
-    #[inline]
-    pub(crate) fn has_queue(&self) -> bool {
-        self.lazy.queue.get().is_some()
     }
 
     /// How many slots there are.
@@ -329,9 +337,10 @@ impl<F, M> Slots<F, M> {
     }
 
     /// Adds a chunk of empty slots, each with `meta()`, as many as all the chunks before it
-    /// and [`FIRST`] more: one allocation for the futures, one for the wakers. `parent` is
-    /// the gather's waker, for the queue if it has none yet.
-    pub(crate) fn grow(&mut self, parent: &Waker, mut meta: impl FnMut() -> M) {
+    /// and [`FIRST`] more: one allocation for the futures, one for the wakers, which share
+    /// `lazy`'s queue, made if need be. `parent` is the gather's waker, for the queue if it has
+    /// none yet.
+    pub(crate) fn grow(&mut self, lazy: &Lazy, parent: &Waker, mut meta: impl FnMut() -> M) {
         let first = self.len();
         let size = FIRST << self.chunks.len();
         let entries: Box<[Entry<F, M>]> = (0..size)
@@ -340,21 +349,21 @@ impl<F, M> Slots<F, M> {
                 meta: meta(),
             })
             .collect();
-        let wakers = cells(first, size, self.lazy.queue());
+        let wakers = cells(first, size, lazy.queue());
         self.chunks.push(Chunk {
             entries: Box::into_pin(entries),
             wakers,
         });
         if self.parent.is_none() {
-            self.adopt(parent);
+            self.adopt(lazy, parent);
         }
     }
 
-    /// Gives the queue, if there is one, the gather's waker `parent`, and wakes it if a slot
-    /// was woken while the queue had none.
+    /// Gives `lazy`'s queue, if there is one, the gather's waker `parent`, and wakes it if a
+    /// slot was woken while the queue had none.
     #[cold]
-    fn adopt(&mut self, parent: &Waker) {
-        let Some(queue) = self.lazy.queue.get() else {
+    fn adopt(&mut self, lazy: &Lazy, parent: &Waker) {
+        let Some(queue) = lazy.queue.get() else {
             return;
         };
         self.parent = Some(parent.clone());
@@ -388,36 +397,27 @@ impl<F, M> Slots<F, M> {
     }
 
     /// Runs `f` with the stage's future `future` (which the gather keeps pinned in its own
-    /// frame), the stage's waker (see [`lend_stage`](Self::lend_stage)), and what the gather
-    /// keeps of the stage. The gather calls [`pending`](Self::pending) when the stage's branch
-    /// is pending after it.
+    /// frame), the stage's waker (see [`Lazy::lend`]), and what the gather keeps of the stage.
+    /// The gather calls [`pending`](Self::pending) when the stage's branch is pending after
+    /// it.
     #[inline]
     pub(crate) fn with_stage<R>(
         &mut self,
+        lazy: &Lazy,
         future: Pin<&mut Option<F>>,
         f: impl FnOnce(Pin<&mut Option<F>>, &Waker, &mut M) -> R,
     ) -> R {
-        let Slots { lazy, stage, .. } = self;
-        lend(lazy, |waker| f(future, waker, stage))
+        lazy.lend(|waker| f(future, waker, &mut self.stage))
     }
 
-    /// Runs `f` with the stage's waker, to poll the branches that start in the stage. Until
-    /// the stage has a waker of its own, it is lent as a pointer to the slots, whose first
-    /// clone or wake makes one (and the queue, if there is none): a branch ready at its first
-    /// poll makes nothing.
-    #[inline]
-    pub(crate) fn lend_stage<R>(&self, f: impl FnOnce(&Waker) -> R) -> R {
-        lend(&self.lazy, f)
-    }
-
-    /// After the stage's branch was found pending: if its waker made the queue, gives the
+    /// After the stage's branch was found pending: if its waker made `lazy`'s queue, gives the
     /// queue the gather's waker `parent` (and wakes it, if the branch was woken already). A
     /// queue made by a branch that was ready after all waits for the next that is pending:
     /// until then no branch is running, and nothing needs waking.
     #[inline]
-    pub(crate) fn pending(&mut self, parent: &Waker) {
+    pub(crate) fn pending(&mut self, lazy: &Lazy, parent: &Waker) {
         if self.parent.is_none() {
-            self.adopt(parent);
+            self.adopt(lazy, parent);
         }
     }
 
@@ -477,15 +477,15 @@ impl<F, M> Slots<F, M> {
     /// Without a queue (no branch has been pending yet), nothing is woken, and the gather's
     /// waker is not kept.
     #[inline]
-    pub(crate) fn begin(&mut self, waker: &Waker, woken: impl FnMut(usize, &M)) {
-        if self.lazy.queue.get().is_some() {
-            self.take_woken(waker, woken);
+    pub(crate) fn begin(&mut self, lazy: &Lazy, waker: &Waker, woken: impl FnMut(usize, &M)) {
+        if lazy.has_queue() {
+            self.take_woken(lazy, waker, woken);
         }
     }
 
     /// [`begin`](Self::begin), once there is a queue.
-    fn take_woken(&mut self, waker: &Waker, mut woken: impl FnMut(usize, &M)) {
-        let Some(queue) = self.lazy.queue.get() else {
+    fn take_woken(&mut self, lazy: &Lazy, waker: &Waker, mut woken: impl FnMut(usize, &M)) {
+        let Some(queue) = lazy.queue.get() else {
             return;
         };
         let changed = !self.parent.as_ref().is_some_and(|p| p.will_wake(waker));
@@ -523,29 +523,54 @@ mod tests {
 
     type Pending = core::future::Pending<u8>;
 
-    fn slots(chunks: usize) -> Slots<Pending, ()> {
-        let mut slots = Slots::new(());
+    /// Slots and the place of their queue, as a gather keeps them.
+    struct Both {
+        lazy: Lazy,
+        slots: Slots<Pending, ()>,
+    }
+
+    impl Both {
+        fn grow(&mut self, parent: &Waker) {
+            self.slots.grow(&self.lazy, parent, || ());
+        }
+
+        fn pending(&mut self, parent: &Waker) {
+            self.slots.pending(&self.lazy, parent);
+        }
+
+        fn has_queue(&self) -> bool {
+            self.lazy.has_queue()
+        }
+    }
+
+    fn slots(chunks: usize) -> Both {
+        let mut slots = Both {
+            lazy: Lazy::new(),
+            slots: Slots::new(()),
+        };
         for _ in 0..chunks {
-            slots.grow(Waker::noop(), || ());
+            slots.grow(Waker::noop());
         }
         slots
     }
 
     /// Runs `f` with the lent waker of `slot`.
-    fn lend<R>(slots: &mut Slots<Pending, ()>, slot: usize, f: impl FnOnce(&Waker) -> R) -> R {
-        slots.with(slot, |_, waker, ()| f(waker))
+    fn lend<R>(slots: &mut Both, slot: usize, f: impl FnOnce(&Waker) -> R) -> R {
+        slots.slots.with(slot, |_, waker, ()| f(waker))
     }
 
-    fn taken(slots: &mut Slots<Pending, ()>, waker: &Waker) -> Vec<usize> {
+    fn taken(slots: &mut Both, waker: &Waker) -> Vec<usize> {
         let mut taken = Vec::new();
-        slots.begin(waker, |slot, ()| taken.push(slot));
+        let Both { lazy, slots } = slots;
+        slots.begin(lazy, waker, |slot, ()| taken.push(slot));
         taken
     }
 
     /// Runs `f` with the stage's waker, as lent for a poll of the stage.
-    fn lend_stage<R>(slots: &mut Slots<Pending, ()>, f: impl FnOnce(&Waker) -> R) -> R {
+    fn lend_stage<R>(slots: &mut Both, f: impl FnOnce(&Waker) -> R) -> R {
         let mut stage = core::pin::pin!(None::<Pending>);
-        slots.with_stage(stage.as_mut(), |_, waker, ()| f(waker))
+        let Both { lazy, slots } = slots;
+        slots.with_stage(lazy, stage.as_mut(), |_, waker, ()| f(waker))
     }
 
     #[test]
@@ -560,7 +585,7 @@ mod tests {
         assert!(!slots.has_queue());
         assert!(taken(&mut slots, &waker).is_empty());
         assert!(
-            slots.parent.is_none(),
+            slots.slots.parent.is_none(),
             "no queue, so the gather's waker is not kept"
         );
         assert_eq!(count.0.load(Ordering::SeqCst), 0);
@@ -599,7 +624,7 @@ mod tests {
         assert_eq!(count.0.load(Ordering::SeqCst), 2);
         assert_eq!(taken(&mut slots, &waker), [STAGE]);
         // Chunks grown later share the stage's queue.
-        slots.grow(&waker, || ());
+        slots.grow(&waker);
         lend(&mut slots, 3, Waker::wake_by_ref);
         kept.wake_by_ref();
         assert_eq!(taken(&mut slots, &waker), [3, STAGE]);
@@ -627,7 +652,7 @@ mod tests {
     fn a_stage_waker_made_after_the_chunks_wakes_their_parent() {
         let mut slots = slots(0);
         let (count, waker) = parent();
-        slots.grow(&waker, || ());
+        slots.grow(&waker);
         assert!(taken(&mut slots, &waker).is_empty());
         let kept = lend_stage(&mut slots, |lent| {
             lent.wake_by_ref();
@@ -706,7 +731,7 @@ mod tests {
     fn a_lent_waker_takes_no_count_and_clones_keep_the_chunk_alive() {
         let mut slots = slots(1);
         let (_, waker) = parent();
-        let cells = Arc::clone(&slots.chunks[0].wakers);
+        let cells = Arc::clone(&slots.slots.chunks[0].wakers);
         lend(&mut slots, 5, |lent| {
             assert_eq!(Arc::strong_count(&cells), 2, "the slots' and this test's");
             lent.wake_by_ref();
@@ -774,8 +799,8 @@ mod tests {
     }
 
     /// The address of the future in `slot`.
-    fn address(slots: &mut Slots<Pending, ()>, slot: usize) -> usize {
-        slots.with(slot, |future, _, ()| {
+    fn address(slots: &mut Both, slot: usize) -> usize {
+        slots.slots.with(slot, |future, _, ()| {
             core::ptr::from_ref(future.as_ref().get_ref()).addr()
         })
     }
@@ -790,7 +815,7 @@ mod tests {
             }
         }
         let mut slots = slots(3);
-        assert_eq!(slots.len(), FIRST + 2 * FIRST + 4 * FIRST);
+        assert_eq!(slots.slots.len(), FIRST + 2 * FIRST + 4 * FIRST);
         // The last slot of each chunk, and the first of the next, each have a waker of their
         // own.
         let (_, waker) = parent();
@@ -803,20 +828,20 @@ mod tests {
     #[test]
     fn futures_stay_where_they_are_pinned_while_chunks_are_added() {
         let mut slots = slots(1);
-        slots.with(FIRST - 1, |mut future, _, ()| {
+        slots.slots.with(FIRST - 1, |mut future, _, ()| {
             future.set(Some(core::future::pending()));
         });
         let at = address(&mut slots, FIRST - 1);
-        slots.grow(Waker::noop(), || ());
-        slots.grow(Waker::noop(), || ());
-        assert_eq!(slots.len(), 7 * FIRST);
+        slots.grow(Waker::noop());
+        slots.grow(Waker::noop());
+        assert_eq!(slots.slots.len(), 7 * FIRST);
         assert_eq!(address(&mut slots, FIRST - 1), at);
         let running = |slots: &Slots<Pending, ()>| -> Vec<usize> {
             slots.running().map(|(slot, ())| slot).collect()
         };
-        assert_eq!(running(&slots), [FIRST - 1]);
-        slots.clear(FIRST - 1);
-        assert!(running(&slots).is_empty());
+        assert_eq!(running(&slots.slots), [FIRST - 1]);
+        slots.slots.clear(FIRST - 1);
+        assert!(running(&slots.slots).is_empty());
     }
 
     #[test]
@@ -828,8 +853,9 @@ mod tests {
             }
         }
         let dropped = core::cell::Cell::new(0);
+        let lazy = Lazy::new();
         let mut slots = Slots::new(0_usize);
-        slots.grow(Waker::noop(), || 0_usize);
+        slots.grow(&lazy, Waker::noop(), || 0_usize);
         for slot in [0, 7, FIRST - 1] {
             slots.with(slot, |mut future, _, meta| {
                 future.set(Some(Probe(&dropped)));
