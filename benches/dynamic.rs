@@ -149,6 +149,7 @@ fn paired(_: &mut Criterion) {
         common::Paired {
             group: "dynamic",
             workload: "ready",
+            ours: "gather",
             n,
             runs: 200_000 / n,
             expected: plan.expected,

@@ -28,8 +28,8 @@ for bench in ROOT.glob("**/new/benchmark.json"):
 paired = {}
 for result in ROOT.glob("paired/*.json"):
     entry = json.loads(result.read_text())
-    if "group" in entry:  # results written before rows were named by group are skipped
-        paired[(entry["group"], entry["workload"], entry["n"])] = entry
+    if "ours" in entry:  # results written before rows were named so are skipped
+        paired[(entry["group"], entry["workload"], entry["n"], entry["ours"])] = entry
 
 
 def fmt(ns):
@@ -76,7 +76,7 @@ def rows_for(form, ours, reference, target, spawn=False):
                 goal = target(workload, n)
                 ratio_ref = t / ref_t if ref_t else None
                 name = workload if not spawn else f"{prefix.removeprefix('spawn-')} {workload}"
-                pair = paired.get((prefix, workload, n))
+                pair = paired.get((prefix, workload, n, mine))
                 judged = pair["median"] if pair else ratio_ref
                 verdict = ""
                 if goal is not None and judged is not None:
@@ -166,6 +166,7 @@ if paired:
             [
                 f"{e['group']}/{e['workload']}",
                 str(e["n"]),
+                e["ours"],
                 e["reference"],
                 f"{e['median']:.2f}",
                 f"{e['p10']:.2f} – {e['p90']:.2f}",
@@ -173,7 +174,7 @@ if paired:
             ]
             for _, e in sorted(paired.items())
         ],
-        ["row", "n", "reference", "median of the rounds' ratios", "10th – 90th percentile", "rounds × runs each"],
+        ["row", "n", "ours", "reference", "median of the rounds' ratios", "10th – 90th percentile", "rounds × runs each"],
     )
 
 print("\n### Targets missed\n")

@@ -277,6 +277,7 @@ fn paired(_: &mut Criterion) {
         common::Paired {
             group: "spawn-2workers",
             workload: &workload.name(n),
+            ours: "gather-spawn",
             n,
             runs: 200,
             expected: plan.expected,

@@ -202,10 +202,12 @@ const ROUNDS: usize = 40;
 /// rounds' ratios is printed, with the 10th and 90th percentiles, and written to
 /// `target/criterion/paired/GROUP-WORKLOAD-N.json` for `benches/ratios.py`, which judges the
 /// row's target by it. `group` and `workload` name the row as criterion's group does
-/// (`dynamic/ready`); each run returns its digest, which must be `expected`.
+/// (`dynamic/ready`), and `ours` names `gather!`'s contender as criterion does (`gather`,
+/// `gather-settle`); each run returns its digest, which must be `expected`.
 pub(crate) struct Paired<'a> {
     pub(crate) group: &'a str,
     pub(crate) workload: &'a str,
+    pub(crate) ours: &'a str,
     pub(crate) n: usize,
     pub(crate) runs: usize,
     pub(crate) expected: u64,
@@ -244,21 +246,22 @@ impl Paired<'_> {
         let Paired {
             group,
             workload,
+            ours,
             n,
             runs,
             ..
         } = self;
         println!(
-            "paired {group}/{workload} at {n}: gather / {name} median {median:.2} (10th {low:.2}, 90th {high:.2}); a run {ours_ns:.0} ns against {other_ns:.0} ns"
+            "paired {group}/{workload} at {n}: {ours} / {name} median {median:.2} (10th {low:.2}, 90th {high:.2}); a run {ours_ns:.0} ns against {other_ns:.0} ns"
         );
         let dir = std::env::var_os("CARGO_TARGET_DIR")
             .map_or_else(|| "target".into(), std::path::PathBuf::from)
             .join("criterion/paired");
         std::fs::create_dir_all(&dir).expect("the directory of paired results");
         let json = format!(
-            "{{\"group\": \"{group}\", \"workload\": \"{workload}\", \"n\": {n}, \"reference\": \"{name}\", \"median\": {median}, \"gather_ns\": {ours_ns}, \"reference_ns\": {other_ns}, \"p10\": {low}, \"p90\": {high}, \"rounds\": {ROUNDS}, \"runs\": {runs}}}\n"
+            "{{\"group\": \"{group}\", \"workload\": \"{workload}\", \"ours\": \"{ours}\", \"n\": {n}, \"reference\": \"{name}\", \"median\": {median}, \"gather_ns\": {ours_ns}, \"reference_ns\": {other_ns}, \"p10\": {low}, \"p90\": {high}, \"rounds\": {ROUNDS}, \"runs\": {runs}}}\n"
         );
-        let file = dir.join(format!("{group}-{workload}-{n}.json"));
+        let file = dir.join(format!("{group}-{workload}-{ours}-{n}.json"));
         std::fs::write(file, json).expect("a paired result written");
     }
 }

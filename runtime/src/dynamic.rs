@@ -249,7 +249,9 @@ where
         let Engine { lazy, busy, .. } = self;
         let Busy { slots, to_poll, .. } = busy.get_or_insert_with(Busy::new);
         let before = to_poll.len();
-        slots.begin(lazy, cx.waker(), |slot, entry| to_poll.push((entry.branch, slot)));
+        slots.begin(lazy, cx.waker(), |slot, entry| {
+            to_poll.push((entry.branch, slot))
+        });
         if to_poll.len() > before {
             // Some may be left from a poll that ran out of budget, and woken again since.
             to_poll.sort_unstable_by(|a, b| b.cmp(a));
