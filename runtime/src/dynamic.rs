@@ -1090,7 +1090,7 @@ where
     /// in the gather's frame and empty, where each branch starts when it is free.
     ///
     /// Made just before its first poll, it makes room for the outputs at once: as many as the
-    /// iterator says it has left at least, up to [`RESERVE_AT_MOST`]. An endless iterator such
+    /// iterator says it has left at least, up to `RESERVE_AT_MOST`. An endless iterator such
     /// as `0..` says `usize::MAX`, and a gather over it ends at its first failure or winner.
     ///
     /// The bounds on `make` are here, where the body's closure is written, so that its
