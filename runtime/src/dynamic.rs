@@ -206,37 +206,6 @@ impl<I, C, F> Engine<'_, I, C, F> {
     }
 }
 
-impl<'a, I, C, F> Engine<'a, I, C, F>
-where
-    I: Iterator,
-    C: FnMut(usize, I::Item) -> F,
-{
-    /// An engine over `iter`: see [`Driver::new`].
-    fn new(
-        iter: I,
-        make: C,
-        limit: usize,
-        name: Name,
-        spawn: bool,
-        policy: &'static str,
-        stage: Pin<&'a mut Option<F>>,
-    ) -> Self {
-        Engine {
-            iter: Some(iter),
-            make,
-            limit,
-            spawn,
-            stage,
-            lazy: ManuallyDrop::new(Lazy::new()),
-            started: 0,
-            running: 0,
-            name,
-            busy: ManuallyDrop::new(None),
-            trace: GatherSpan::new(policy),
-        }
-    }
-}
-
 impl<I, C, F> Engine<'_, I, C, F>
 where
     I: Iterator,
@@ -1108,7 +1077,19 @@ where
         // The policy first: if its room cannot be made, nothing else was.
         Driver {
             policy: P::with_room(iter.size_hint().0.min(RESERVE_AT_MOST)),
-            engine: Engine::new(iter, make, limit, name, spawn, policy, stage),
+            engine: Engine {
+                iter: Some(iter),
+                make,
+                limit,
+                spawn,
+                stage,
+                lazy: ManuallyDrop::new(Lazy::new()),
+                started: 0,
+                running: 0,
+                name,
+                busy: ManuallyDrop::new(None),
+                trace: GatherSpan::new(policy),
+            },
             ending: ManuallyDrop::new(None),
         }
     }
