@@ -611,9 +611,9 @@ impl<F, O, const N: usize, const LIMITED: bool, K: Keep<O>> View<'_, F, O, N, LI
         } else {
             None
         };
+        let own = wakers.is_some();
         let polled = match wakers {
             Some(wakers) => {
-                self.kept.keep.set_own();
                 let trace = &mut self.kept.trace;
                 wakers.with_waker(index, |waker| {
                     trace.poll(|| fut.poll(&mut Context::from_waker(waker)))
@@ -625,12 +625,14 @@ impl<F, O, const N: usize, const LIMITED: bool, K: Keep<O>> View<'_, F, O, N, LI
             // The caller drops the future, with `finished`, before or after it keeps the output.
             Poll::Ready(out) => Poll::Ready(Some(out)),
             Poll::Pending => {
-                if N >= OWN_WAKERS_FROM && record.wakers.is_none() {
+                // Marked only once the branch waits: one that finishes is marked by its
+                // output, and a store here would be wasted.
+                if own {
+                    self.kept.keep.set_own();
+                } else if N >= OWN_WAKERS_FROM && record.wakers.is_none() {
                     // The first branch to wait: the one allocation of the gather, or none
                     // when the thread has a spare from an earlier gather.
-                    let mut wakers = Wakers::new::<N>();
-                    wakers.set_parent(cx.waker());
-                    record.wakers = Some(wakers);
+                    record.wakers = Some(Wakers::with_parent::<N>(cx.waker()));
                 }
                 Poll::Pending
             }
