@@ -365,10 +365,11 @@ unsafe fn clone(data: *const ()) -> RawWaker {
     // is not none; the new waker takes the count added here.
     unsafe {
         let (word, _) = word_and_bit(data);
-        let old = word.fetch_add(ONE, Ordering::Relaxed);
         // As `Arc` does: a count this high means wakers were leaked by the billion; stop
-        // rather than let the count wrap around to a free.
-        if old >= 1 << 63 {
+        // rather than let the count wrap around to a free. Told by the sign of the new value,
+        // which the addition itself gives: no register keeps the old value for a test.
+        let new = word.fetch_add(ONE, Ordering::Relaxed).wrapping_add(ONE);
+        if new.cast_signed() < 0 {
             std::process::abort();
         }
     }
