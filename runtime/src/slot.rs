@@ -619,9 +619,9 @@ impl<F, O, const N: usize, const LIMITED: bool, K: Keep<O>> View<'_, F, O, N, LI
         } else {
             None
         };
-        let own = wakers.is_some();
         let polled = match wakers {
             Some(wakers) => {
+                self.kept.keep.set_own();
                 let trace = &mut self.kept.trace;
                 wakers.with_waker(index, |waker| {
                     trace.poll(|| fut.poll(&mut Context::from_waker(waker)))
@@ -633,11 +633,7 @@ impl<F, O, const N: usize, const LIMITED: bool, K: Keep<O>> View<'_, F, O, N, LI
             // The caller drops the future, with `finished`, before or after it keeps the output.
             Poll::Ready(out) => Poll::Ready(Some(out)),
             Poll::Pending => {
-                // Marked only once the branch waits: one that finishes is marked by its
-                // output, and a store here would be wasted.
-                if own {
-                    self.kept.keep.set_own();
-                } else if N >= OWN_WAKERS_FROM && record.wakers.is_none() {
+                if N >= OWN_WAKERS_FROM && record.wakers.is_none() {
                     // The first branch to wait: the one allocation of the gather, or none
                     // when the thread has a spare from an earlier gather.
                     record.make_wakers::<N>(cx.waker());
