@@ -164,13 +164,13 @@ pub(crate) struct Wakers {
 /// operation to make and another to drop, in every gather: the cells hold a clone of the
 /// waker it tells, which keeps its data alive for as long as it is compared.
 #[derive(Clone, Copy, PartialEq, Eq)]
-struct Identity(*const (), *const RawWakerVTable);
+struct Identity(*const (), NonNull<RawWakerVTable>);
 
 impl Identity {
     /// What tells `waker` apart.
     #[inline(always)]
     fn of(waker: &Waker) -> Self {
-        Identity(waker.data(), waker.vtable())
+        Identity(waker.data(), NonNull::from(waker.vtable()))
     }
 }
 
