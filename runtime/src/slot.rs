@@ -11,7 +11,7 @@ use core::convert::Infallible;
 use core::future::Future;
 use core::marker::PhantomData;
 use core::pin::Pin;
-use core::task::{Context, Poll};
+use core::task::{Context, Poll, Waker};
 
 use crate::error::{Branch, Error, Name};
 use crate::guard::{Adopted, Reaper, Spawned};
@@ -425,6 +425,14 @@ impl<E> Record<E> {
         self
     }
 
+    /// Makes the branches' own wakers, whose first wake wakes `parent`: once per gather, when
+    /// its first branch waits, so out of line, which keeps the poll that calls it short.
+    #[cold]
+    #[inline(never)]
+    fn make_wakers<const N: usize>(&mut self, parent: &Waker) {
+        self.wakers = Some(Wakers::with_parent::<N>(parent));
+    }
+
     /// Starts a pass over the branches, in a poll of the gather's task woken by `cx`.
     #[inline]
     pub fn begin(&mut self, cx: &Context<'_>) {
@@ -628,9 +636,7 @@ impl<F, O, const N: usize, const LIMITED: bool, K: Keep<O>> View<'_, F, O, N, LI
                 if N >= OWN_WAKERS_FROM && record.wakers.is_none() {
                     // The first branch to wait: the one allocation of the gather, or none
                     // when the thread has a spare from an earlier gather.
-                    let mut wakers = Wakers::new::<N>();
-                    wakers.set_parent(cx.waker());
-                    record.wakers = Some(wakers);
+                    record.make_wakers::<N>(cx.waker());
                 }
                 Poll::Pending
             }
