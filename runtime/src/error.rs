@@ -150,6 +150,7 @@ impl<E> Error<E> {
     /// assert!(load().await.is_err());
     /// # });
     /// ```
+    #[inline]
     pub fn into_error(self) -> Option<E> {
         match self {
             Error::Failed { error, .. } => Some(error),
