@@ -197,10 +197,11 @@ pub(crate) fn into_index(error: gather::Error<u32>) -> u32 {
 const ROUNDS: usize = 40;
 
 /// One row measured in paired rounds, beside criterion, for rows whose criterion medians swing
-/// between runs of the same code (rows of a few tens of nanoseconds, and rows on two workers):
-/// `gather!` and the reference take turns, `runs` runs each per round, and the median of the
-/// rounds' ratios is printed, with the 10th and 90th percentiles, and written to
-/// `target/criterion/paired/GROUP-WORKLOAD-N.json` for `benches/ratios.py`, which judges the
+/// between runs of the same code (rows of a few tens of nanoseconds, and rows on two workers)
+/// and rows close to their targets: `gather!` and the reference take turns, `runs` runs each
+/// per round, and the median of the rounds' ratios is printed, with the 10th and 90th
+/// percentiles, and written to `target/criterion/paired/GROUP-WORKLOAD-OURS-N.json` for
+/// `benches/ratios.py`, which judges the
 /// row's target by it. `group` and `workload` name the row as criterion's group does
 /// (`dynamic/ready`), and `ours` names `gather!`'s contender as criterion does (`gather`,
 /// `gather-settle`); each run returns its digest, which must be `expected`.
